@@ -1,0 +1,211 @@
+//! The shared state of one server: config, route table, metrics, readiness, guards' state and
+//! the store. Built once at boot; every request borrows it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use crate::config::Config;
+use crate::guards::body::BodyLimits;
+use crate::guards::budget::InflightBudget;
+use crate::guards::rate_limit::TokenBucket;
+use crate::guards::{BudgetId, HeadLimits};
+use crate::metrics::{Gauges, Metrics};
+use crate::ready::{PROBES, Probe, Readiness};
+use crate::router::Router;
+use crate::store::Storage;
+
+/// In-flight budget of `/dev/echo`: small and fixed, it is a dev helper.
+pub const DEV_ECHO_MAX_INFLIGHT: usize = 8;
+/// `/dev/rl`'s bucket when no global rate is configured.
+pub const DEV_RL_RPS: u32 = 10;
+pub const DEV_RL_BURST: u32 = 10;
+
+#[derive(Debug)]
+pub struct App {
+    pub cfg: Config,
+    pub router: Router,
+    pub metrics: Arc<Metrics>,
+    pub ready: Readiness,
+    pub store: Arc<dyn Storage>,
+    /// The global bucket; `None` when `MICRONODE_RL_RPS` is 0.
+    pub rl_global: Option<TokenBucket>,
+    /// `/dev/rl`'s own bucket, always on.
+    pub rl_dev: TokenBucket,
+    pub budgets: [InflightBudget; BudgetId::COUNT],
+    pub head_limits: HeadLimits,
+    pub body_limits: BodyLimits,
+    pub version_body: Bytes,
+    request_ids: RequestIds,
+}
+
+impl App {
+    /// Builds the state around an opened store. Flips `cfg_loaded`, `metrics_bound` and
+    /// `deps_ok` (the store is open by the time we get here); `listeners_bound` flips in
+    /// `server::run` once the listener is serving.
+    pub fn new(cfg: Config, metrics: Arc<Metrics>, store: Arc<dyn Storage>) -> App {
+        let rl = &cfg.rate_limit;
+        let burst_or_rps = |rps: u32, burst: u32| if burst == 0 { rps } else { burst };
+        let rl_global =
+            (rl.rps > 0).then(|| TokenBucket::new(rl.rps, burst_or_rps(rl.rps, rl.burst)));
+        let rl_dev = if rl.rps > 0 {
+            TokenBucket::new(rl.rps, burst_or_rps(rl.rps, rl.burst))
+        } else {
+            TokenBucket::new(DEV_RL_RPS, DEV_RL_BURST)
+        };
+        let ready = Readiness::new(
+            cfg.dev.ready,
+            cfg.ready.error_gate_pct,
+            cfg.ready.error_window_secs,
+        );
+        ready.set(Probe::CfgLoaded, true);
+        ready.set(Probe::MetricsBound, true);
+        ready.set(Probe::DepsOk, true);
+        let version_body = Bytes::from(format!(
+            "{{\"name\":\"micronode\",\"version\":\"{}\",\"built_at_unix\":{}}}",
+            env!("CARGO_PKG_VERSION"),
+            built_at_unix()
+        ));
+        App {
+            router: Router::new(cfg.dev.routes),
+            budgets: [
+                InflightBudget::new(cfg.ready.max_inflight),
+                InflightBudget::new(cfg.limits.kv_max_inflight),
+                InflightBudget::new(DEV_ECHO_MAX_INFLIGHT),
+            ],
+            head_limits: HeadLimits {
+                max_body_bytes: cfg.limits.max_body_bytes,
+                allow_compressed: cfg.limits.allow_compressed,
+            },
+            body_limits: BodyLimits {
+                max_body_bytes: cfg.limits.max_body_bytes,
+                decode_abs_cap_bytes: cfg.limits.decode_abs_cap_bytes,
+                stall: cfg.body_read_timeout(),
+            },
+            rl_global,
+            rl_dev,
+            ready,
+            metrics,
+            store,
+            version_body,
+            request_ids: RequestIds::new(),
+            cfg,
+        }
+    }
+
+    pub fn budget(&self, id: BudgetId) -> &InflightBudget {
+        &self.budgets[id as usize]
+    }
+
+    /// A fresh unique request id.
+    pub fn new_request_id(&self) -> HeaderValue {
+        self.request_ids.next()
+    }
+
+    /// Gauges for `/metrics`.
+    pub fn gauges(&self) -> Gauges {
+        let probes = self.ready.probes();
+        Gauges {
+            ready_inflight: self.budget(BudgetId::Ready).current(),
+            ready_error_rate_pct: self.ready.error_rate_pct(std::time::Instant::now()),
+            ready_queue_saturated: self.budgets.iter().any(InflightBudget::is_full),
+            probes: [0, 1, 2, 3].map(|i| (PROBES[i], probes[i])),
+        }
+    }
+}
+
+/// The build stamp from `build.rs`.
+pub fn built_at_unix() -> u64 {
+    env!("MICRONODE_BUILD_TS").parse().unwrap_or(0)
+}
+
+/// Request ids: a per-process random-ish prefix and a counter, e.g. `6f1c2a9e-1a`. Unique
+/// within a process and, with overwhelming likelihood, across restarts.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed = (t as u64) ^ (u64::from(std::process::id()) << 32);
+        // splitmix64 finaliser: spreads time and pid over all bits.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Self {
+            prefix: (z ^ (z >> 31)) as u32,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 8 + 1 + 16];
+        let len = write_hex(&mut buf, self.prefix, n);
+        HeaderValue::from_bytes(&buf[..len]).expect("hex digits and '-' are a valid header value")
+    }
+}
+
+fn write_hex(buf: &mut [u8; 25], prefix: u32, n: u64) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..8 {
+        buf[i] = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    buf[8] = b'-';
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        buf[9 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    9 + digits
+}
+
+/// Whether a client-sent `x-request-id` is usable: 1–64 chars of `[A-Za-z0-9._-]`.
+pub fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    (1..=64).contains(&b.len())
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_unique_and_valid() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert!(valid_request_id(&a) && valid_request_id(&b));
+        let mut buf = [0u8; 25];
+        let n = write_hex(&mut buf, 0xdead_beef, 0x1a);
+        assert_eq!(&buf[..n], b"deadbeef-1a");
+        let n = write_hex(&mut buf, 0, u64::MAX);
+        assert_eq!(&buf[..n], b"00000000-ffffffffffffffff");
+    }
+
+    #[test]
+    fn request_id_validation() {
+        assert!(valid_request_id(&HeaderValue::from_static("abc.DEF_1-2")));
+        assert!(!valid_request_id(&HeaderValue::from_static("")));
+        assert!(!valid_request_id(&HeaderValue::from_static("a b")));
+        assert!(!valid_request_id(&HeaderValue::from_static("a/b")));
+        let long = "a".repeat(65);
+        assert!(!valid_request_id(
+            &HeaderValue::from_str(&long).expect("ascii")
+        ));
+        let max = "a".repeat(64);
+        assert!(valid_request_id(
+            &HeaderValue::from_str(&max).expect("ascii")
+        ));
+    }
+}

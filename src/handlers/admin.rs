@@ -1,0 +1,54 @@
+//! The admin plane: liveness, readiness, version, metrics — plus `/v1/ping`.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::Cx;
+use crate::error::ApiError;
+use crate::response::{self, PROMETHEUS_TEXT, Resp};
+
+const HEALTHZ_BODY: &[u8] = b"{\"status\":\"ok\"}";
+const PONG_BODY: &[u8] = b"{\"pong\":true}";
+
+// GET /healthz
+pub async fn get_healthz(_cx: Cx<'_>) -> Result<Resp, ApiError> {
+    Ok(response::json(
+        StatusCode::OK,
+        Bytes::from_static(HEALTHZ_BODY),
+    ))
+}
+
+// GET /readyz
+pub async fn get_readyz(cx: Cx<'_>) -> Result<Resp, ApiError> {
+    let sleep_ms = cx.app.cfg.ready.sleep_ms;
+    if sleep_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)).await;
+    }
+    // Judged after the (dev) sleep, so a request held across SIGTERM reports draining.
+    let verdict = cx.app.ready.verdict(std::time::Instant::now());
+    let status = if verdict.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(response::json(status, verdict.to_json()))
+}
+
+// GET /version
+pub async fn get_version(cx: Cx<'_>) -> Result<Resp, ApiError> {
+    Ok(response::json(StatusCode::OK, cx.app.version_body.clone()))
+}
+
+// GET /metrics
+pub async fn get_metrics(cx: Cx<'_>) -> Result<Resp, ApiError> {
+    let text = cx.app.metrics.render(&cx.app.gauges());
+    Ok(response::with_body(StatusCode::OK, PROMETHEUS_TEXT, text))
+}
+
+// GET /v1/ping
+pub async fn get_ping(_cx: Cx<'_>) -> Result<Resp, ApiError> {
+    Ok(response::json(
+        StatusCode::OK,
+        Bytes::from_static(PONG_BODY),
+    ))
+}

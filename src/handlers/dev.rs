@@ -1,0 +1,26 @@
+//! Dev routes, registered only with `MICRONODE_DEV_ROUTES=1`.
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::de::IgnoredAny;
+
+use super::Cx;
+use crate::error::ApiError;
+use crate::response::{self, Resp};
+
+// POST /dev/echo
+pub async fn post_echo(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
+    let body = cx.read_body().await?;
+    // Validate without building a tree, then echo the exact bytes we got.
+    serde_json::from_slice::<IgnoredAny>(&body)
+        .map_err(|_| ApiError::BadRequest("malformed JSON body"))?;
+    Ok(response::json(StatusCode::OK, body))
+}
+
+// GET /dev/rl
+pub async fn get_rl(_cx: Cx<'_>) -> Result<Resp, ApiError> {
+    Ok(response::json(
+        StatusCode::OK,
+        Bytes::from_static(b"{\"ok\":true}"),
+    ))
+}

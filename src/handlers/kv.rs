@@ -1,0 +1,324 @@
+//! KV v1 (SPEC §4): `PUT / GET / HEAD / DELETE /v1/kv/{bucket}/{*key}` and
+//! `GET /v1/kv/{bucket}?prefix=&limit=&after=`.
+
+use std::fmt::Write as _;
+
+use http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use super::Cx;
+use crate::error::ApiError;
+use crate::metrics::KvOp;
+use crate::response::{self, OCTET_STREAM, Resp};
+use crate::store::sled_engine::MAX_CONTENT_TYPE;
+use crate::store::{Cond, IfMatch, PutOutcome, StoreError};
+
+pub const MAX_KEY_BYTES: usize = 1024;
+pub const MAX_BUCKET_CHARS: usize = 63;
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// `bucket`: 1–63 chars of `[a-z0-9._-]`, starting with a letter or digit.
+pub fn valid_bucket(b: &str) -> bool {
+    let bytes = b.as_bytes();
+    (1..=MAX_BUCKET_CHARS).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase() | bytes[0].is_ascii_digit()
+        && bytes.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
+}
+
+/// Strict percent-decoding: `%` must be followed by two hex digits; the result must be UTF-8.
+pub fn percent_decode(raw: &str) -> Option<String> {
+    let b = raw.as_bytes();
+    if !b.contains(&b'%') {
+        return Some(raw.to_owned());
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hi = (*b.get(i + 1)? as char).to_digit(16)?;
+            let lo = (*b.get(i + 2)? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The decoded key: 1–1024 bytes of UTF-8.
+pub fn decode_key(raw: &str) -> Result<String, ApiError> {
+    let key = percent_decode(raw).ok_or(ApiError::BadRequest("invalid key encoding"))?;
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::BadRequest("key must be 1 to 1024 bytes"));
+    }
+    Ok(key)
+}
+
+fn bucket_and_key<'a>(params: &matchit::Params<'_, 'a>) -> Result<(&'a str, String), ApiError> {
+    let bucket = params.get("bucket").unwrap_or("");
+    if !valid_bucket(bucket) {
+        return Err(ApiError::BadRequest("invalid bucket name"));
+    }
+    Ok((bucket, decode_key(params.get("key").unwrap_or(""))?))
+}
+
+/// `"<hex version>"`, a strong validator.
+fn etag(version: u64) -> HeaderValue {
+    let mut s = String::with_capacity(18);
+    let _ = write!(s, "\"{version:x}\"");
+    HeaderValue::from_str(&s).expect("quoted hex digits are a valid header value")
+}
+
+/// Parses an `If-Match` / `If-None-Match` header: `*` or a list of entity tags. Weak tags
+/// (`W/"…"`) and tags we did not mint are kept out, so they never match (strong comparison).
+fn parse_tags(headers: &HeaderMap, name: HeaderName) -> Result<Option<IfMatch>, ApiError> {
+    let mut values = headers.get_all(&name).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    let mut versions = Vec::new();
+    for v in values {
+        let s = v
+            .to_str()
+            .map_err(|_| ApiError::BadRequest("invalid precondition header"))?;
+        for tag in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if tag == "*" {
+                return Ok(Some(IfMatch::Any));
+            }
+            if tag.starts_with("W/") {
+                continue;
+            }
+            let inner = tag
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .ok_or(ApiError::BadRequest("invalid entity tag"))?;
+            if let Ok(v) = u64::from_str_radix(inner, 16) {
+                versions.push(v);
+            }
+        }
+    }
+    Ok(Some(IfMatch::Versions(versions)))
+}
+
+fn write_cond(headers: &HeaderMap) -> Result<Cond, ApiError> {
+    Ok(Cond {
+        if_match: parse_tags(headers, IF_MATCH)?,
+        if_none_match: parse_tags(headers, IF_NONE_MATCH)?,
+    })
+}
+
+/// Maps a store error; engine failures are logged with the request id and answered 500.
+fn store_error(cx: &Cx<'_>, e: StoreError) -> ApiError {
+    match e {
+        StoreError::Precondition => ApiError::PreconditionFailed,
+        StoreError::Engine(cause) => {
+            tracing::error!(request_id = ?cx.request_id, cause = %cause, "store error");
+            ApiError::Storage
+        }
+    }
+}
+
+// GET /v1/kv/{bucket}/{*key}  (HEAD is the same without a body)
+pub async fn get_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
+    let (bucket, key) = bucket_and_key(cx.params)?;
+    cx.app.metrics.kv_op(KvOp::Get);
+    let value = cx
+        .app
+        .store
+        .get(bucket, &key)
+        .map_err(|e| store_error(&cx, e))?
+        .ok_or(ApiError::NotFound)?;
+    let tag = etag(value.version);
+    if let Some(inm) = parse_tags(&cx.head.headers, IF_NONE_MATCH)? {
+        let matched = match inm {
+            IfMatch::Any => true,
+            IfMatch::Versions(vs) => vs.contains(&value.version),
+        };
+        if matched {
+            let mut resp = response::empty(StatusCode::NOT_MODIFIED);
+            resp.headers_mut().insert(ETAG, tag);
+            return Ok(resp);
+        }
+    }
+    let content_type = if value.content_type.is_empty() {
+        OCTET_STREAM
+    } else {
+        HeaderValue::from_maybe_shared(value.content_type).unwrap_or(OCTET_STREAM)
+    };
+    if cx.head.method != http::Method::HEAD {
+        cx.app.metrics.kv_bytes_out(value.bytes.len());
+    }
+    let mut resp = response::with_body(StatusCode::OK, content_type, value.bytes);
+    resp.headers_mut().insert(ETAG, tag);
+    Ok(resp)
+}
+
+// PUT /v1/kv/{bucket}/{*key}
+pub async fn put_kv(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
+    let (bucket, key) = bucket_and_key(cx.params)?;
+    let cond = write_cond(&cx.head.headers)?;
+    let content_type = match cx.head.headers.get(CONTENT_TYPE) {
+        Some(ct) if ct.len() > MAX_CONTENT_TYPE => {
+            return Err(ApiError::BadRequest("Content-Type is too long"));
+        }
+        Some(ct) => ct.as_bytes().to_vec(),
+        None => OCTET_STREAM.as_bytes().to_vec(),
+    };
+    let bytes = cx.read_body().await?;
+    cx.app.metrics.kv_op(KvOp::Put);
+    cx.app.metrics.kv_bytes_in(bytes.len());
+    let outcome = cx
+        .app
+        .store
+        .put(bucket, &key, &content_type, &bytes, &cond)
+        .map_err(|e| store_error(&cx, e))?;
+    cx.app
+        .store
+        .commit()
+        .await
+        .map_err(|e| store_error(&cx, e))?;
+    let (status, version) = match outcome {
+        PutOutcome::Created(v) => (StatusCode::CREATED, v),
+        PutOutcome::Replaced(v) => (StatusCode::NO_CONTENT, v),
+    };
+    let mut resp = response::empty(status);
+    resp.headers_mut().insert(ETAG, etag(version));
+    Ok(resp)
+}
+
+// DELETE /v1/kv/{bucket}/{*key}
+pub async fn delete_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
+    let (bucket, key) = bucket_and_key(cx.params)?;
+    let cond = write_cond(&cx.head.headers)?;
+    cx.app.metrics.kv_op(KvOp::Del);
+    let existed = cx
+        .app
+        .store
+        .delete(bucket, &key, &cond)
+        .map_err(|e| store_error(&cx, e))?;
+    if !existed {
+        return Err(ApiError::NotFound);
+    }
+    cx.app
+        .store
+        .commit()
+        .await
+        .map_err(|e| store_error(&cx, e))?;
+    Ok(response::empty(StatusCode::NO_CONTENT))
+}
+
+/// `prefix`, `limit`, `after` from a query string; anything else is a bad query.
+fn list_query(query: Option<&str>) -> Result<(String, usize, Option<String>), ApiError> {
+    let (mut prefix, mut limit, mut after) = (String::new(), DEFAULT_LIST_LIMIT, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(raw).ok_or(ApiError::BadRequest("invalid query encoding"))?;
+        match name {
+            "prefix" => prefix = value,
+            "after" => after = Some(value),
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+                    .ok_or(ApiError::BadRequest("limit must be 1 to 1000"))?;
+            }
+            _ => return Err(ApiError::BadRequest("unknown query parameter")),
+        }
+    }
+    if prefix.len() > MAX_KEY_BYTES || after.as_ref().is_some_and(|a| a.len() > MAX_KEY_BYTES) {
+        return Err(ApiError::BadRequest(
+            "prefix and after must be at most 1024 bytes",
+        ));
+    }
+    Ok((prefix, limit, after))
+}
+
+// GET /v1/kv/{bucket}
+pub async fn list_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
+    let bucket = cx.param("bucket");
+    if !valid_bucket(bucket) {
+        return Err(ApiError::BadRequest("invalid bucket name"));
+    }
+    let (prefix, limit, after) = list_query(cx.head.uri.query())?;
+    cx.app.metrics.kv_op(KvOp::List);
+    let page = cx
+        .app
+        .store
+        .list(bucket, &prefix, after.as_deref(), limit)
+        .map_err(|e| store_error(&cx, e))?;
+    let body = serde_json::json!({ "keys": page.keys, "next": page.next });
+    Ok(response::json(StatusCode::OK, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_rules() {
+        for ok in ["a", "0", "a.b_c-d", &"a".repeat(63)] {
+            assert!(valid_bucket(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "-a",
+            ".a",
+            "a/b",
+            "a b",
+            "é",
+            &"a".repeat(64),
+            "a%2Fb",
+        ] {
+            assert!(!valid_bucket(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_decoding_is_strict() {
+        assert_eq!(decode_key("a%20b/c").as_deref(), Ok("a b/c"));
+        assert_eq!(decode_key("%C3%A9").as_deref(), Ok("é"));
+        assert_eq!(decode_key("a%2Fb").as_deref(), Ok("a/b"));
+        assert!(decode_key("%zz").is_err());
+        assert!(decode_key("%4").is_err());
+        assert!(decode_key("%FF").is_err(), "not UTF-8");
+        assert!(decode_key("").is_err());
+        assert!(decode_key(&"k".repeat(1025)).is_err());
+        assert!(decode_key(&"k".repeat(1024)).is_ok());
+    }
+
+    #[test]
+    fn tags_parse_strictly() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            IF_MATCH,
+            HeaderValue::from_static("\"1a\", W/\"2\", \"zz\""),
+        );
+        assert_eq!(
+            parse_tags(&h, IF_MATCH),
+            Ok(Some(IfMatch::Versions(vec![0x1a])))
+        );
+        h.insert(IF_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(parse_tags(&h, IF_MATCH), Ok(Some(IfMatch::Any)));
+        h.insert(IF_MATCH, HeaderValue::from_static("unquoted"));
+        assert!(parse_tags(&h, IF_MATCH).is_err());
+    }
+
+    #[test]
+    fn list_query_rules() {
+        assert_eq!(list_query(None), Ok((String::new(), 100, None)));
+        assert_eq!(
+            list_query(Some("prefix=a%2F&limit=5&after=a%2F1")),
+            Ok(("a/".to_owned(), 5, Some("a/1".to_owned())))
+        );
+        for bad in ["limit=0", "limit=1001", "limit=x", "foo=1", "prefix=%zz"] {
+            assert!(list_query(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The metrics registry (SPEC §6): fixed arrays of atomics, indexed by route id, verb and
+//! status slot, all resolved at boot. Recording a request is two array index computations and
+//! three relaxed atomic adds: no map lookup, no string, no lock. Every series that can occur is
+//! prewarmed, so `/metrics` shows it (at 0) before the first request.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::error::Code;
+use crate::guards::GuardSpec;
+use crate::router::{Plane, ROUTES, RouteId, UNMATCHED, Verb};
+
+/// Statuses Micronode itself produces; the last slot catches anything else.
+const STATUSES: [u16; 16] = [
+    200, 201, 204, 304, 400, 404, 405, 408, 411, 412, 413, 415, 429, 500, 503, 0,
+];
+const STATUS_SLOTS: usize = STATUSES.len();
+const ROUTE_SLOTS: usize = ROUTES.len() + 1;
+
+fn status_slot(status: u16) -> usize {
+    match status {
+        200 => 0,
+        201 => 1,
+        204 => 2,
+        304 => 3,
+        400 => 4,
+        404 => 5,
+        405 => 6,
+        408 => 7,
+        411 => 8,
+        412 => 9,
+        413 => 10,
+        415 => 11,
+        429 => 12,
+        500 => 13,
+        503 => 14,
+        _ => 15,
+    }
+}
+
+/// Latency buckets, 10 µs to 10 s, in nanoseconds.
+const LATENCY_BOUNDS_NS: &[u64] = &[
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Storage flush buckets, 50 µs to 2.5 s, in nanoseconds.
+const FLUSH_BOUNDS_NS: &[u64] = &[
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+    2_500_000_000,
+];
+
+/// Writes per group-commit flush.
+const BATCH_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// A Prometheus histogram over integer observations (nanoseconds or counts). Buckets are
+/// stored non-cumulative and summed at scrape time, so an observation touches one bucket.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    /// Divides raw values for exposition (1e9 for nanoseconds → seconds).
+    scale: f64,
+    buckets: Box<[AtomicU64]>,
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [u64], scale: f64) -> Self {
+        Self {
+            bounds,
+            scale,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, raw: u64) {
+        let i = self.bounds.partition_point(|&b| b < raw);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum.fetch_add(raw, Relaxed);
+    }
+
+    pub fn observe_duration(&self, d: Duration) {
+        self.observe(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    /// Sum of observations in exposition units.
+    pub fn sum(&self) -> f64 {
+        self.sum.load(Relaxed) as f64 / self.scale
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut acc = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            acc += b.load(Relaxed);
+            match self.bounds.get(i) {
+                Some(&bound) => {
+                    let le = bound as f64 / self.scale;
+                    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {acc}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {acc}");
+                }
+            }
+        }
+        let braces = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("{{{s}}}")
+            }
+        };
+        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum());
+        let _ = writeln!(out, "{name}_count{} {acc}", braces(labels));
+    }
+}
+
+/// KV operations counted by `micronode_kv_ops_total{op}`.
+#[derive(Debug, Clone, Copy)]
+pub enum KvOp {
+    Put = 0,
+    Get = 1,
+    Del = 2,
+    List = 3,
+}
+
+const KV_OPS: [&str; 4] = ["put", "get", "del", "list"];
+
+/// Gauges owned elsewhere (readiness), read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub ready_inflight: usize,
+    pub ready_error_rate_pct: f64,
+    pub ready_queue_saturated: bool,
+    pub probes: [(&'static str, bool); 4],
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Box<[AtomicU64]>,
+    latency: Box<[Histogram]>,
+    /// Which request series are shown even at 0.
+    prewarmed: Box<[bool]>,
+    rejections: Box<[AtomicU64]>,
+    kv_ops: [AtomicU64; 4],
+    kv_bytes_in: AtomicU64,
+    kv_bytes_out: AtomicU64,
+    pub flush_seconds: Histogram,
+    pub commit_batch_size: Histogram,
+    /// Record per-route series for dev routes too.
+    dev_metrics: bool,
+    dev_routes: bool,
+}
+
+fn req_index(route: RouteId, verb: Verb, status_slot: usize) -> usize {
+    (route * Verb::COUNT + verb as usize) * STATUS_SLOTS + status_slot
+}
+
+fn lat_index(route: RouteId, verb: Verb) -> usize {
+    route * Verb::COUNT + verb as usize
+}
+
+/// Statuses an endpoint's guards can add to what its handler answers.
+fn guard_statuses(g: &GuardSpec, verb: Verb) -> Vec<u16> {
+    let mut s = Vec::new();
+    if g.bucket != crate::guards::Bucket::None || g.budget.is_some() {
+        s.push(429);
+    }
+    if g.edge {
+        s.extend([400, 413, 415]);
+        if verb.needs_length() {
+            s.extend([408, 411]);
+        }
+    }
+    if g.timeout.is_some() {
+        s.push(503);
+    }
+    s
+}
+
+impl Metrics {
+    pub fn new(dev_routes: bool, dev_metrics: bool) -> Self {
+        let requests = (0..ROUTE_SLOTS * Verb::COUNT * STATUS_SLOTS)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let latency = (0..ROUTE_SLOTS * Verb::COUNT)
+            .map(|_| Histogram::new(LATENCY_BOUNDS_NS, 1e9))
+            .collect();
+        let mut prewarmed = vec![false; ROUTE_SLOTS * Verb::COUNT * STATUS_SLOTS];
+        let main_verbs = [Verb::Get, Verb::Head, Verb::Post, Verb::Put, Verb::Delete];
+        for (id, route) in ROUTES.iter().enumerate() {
+            if route.plane == Plane::Dev && !(dev_routes && dev_metrics) {
+                continue;
+            }
+            for verb in main_verbs {
+                let statuses = match route.endpoint(verb) {
+                    None => vec![405],
+                    Some(ep) => {
+                        let mut s = crate::handlers::statuses(ep.handler).to_vec();
+                        s.extend(guard_statuses(&ep.guards, verb));
+                        s.push(500);
+                        s
+                    }
+                };
+                for st in statuses {
+                    prewarmed[req_index(id, verb, status_slot(st))] = true;
+                }
+            }
+        }
+        for verb in main_verbs {
+            prewarmed[req_index(UNMATCHED, verb, status_slot(404))] = true;
+        }
+        Self {
+            requests,
+            latency,
+            prewarmed: prewarmed.into_boxed_slice(),
+            rejections: Code::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            kv_ops: Default::default(),
+            kv_bytes_in: AtomicU64::new(0),
+            kv_bytes_out: AtomicU64::new(0),
+            flush_seconds: Histogram::new(FLUSH_BOUNDS_NS, 1e9),
+            commit_batch_size: Histogram::new(BATCH_BOUNDS, 1.0),
+            dev_metrics,
+            dev_routes,
+        }
+    }
+
+    /// Whether requests to this route are recorded per route.
+    pub fn records(&self, route: RouteId) -> bool {
+        route == UNMATCHED || ROUTES[route].plane != Plane::Dev || self.dev_metrics
+    }
+
+    /// Counts one answered request and its latency.
+    pub fn observe_request(&self, route: RouteId, verb: Verb, status: u16, elapsed: Duration) {
+        if !self.records(route) {
+            return;
+        }
+        self.requests[req_index(route, verb, status_slot(status))].fetch_add(1, Relaxed);
+        self.latency[lat_index(route, verb)].observe_duration(elapsed);
+    }
+
+    pub fn reject(&self, code: Code) {
+        self.rejections[code.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn rejections(&self, code: Code) -> u64 {
+        self.rejections[code.index()].load(Relaxed)
+    }
+
+    pub fn kv_op(&self, op: KvOp) {
+        self.kv_ops[op as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn kv_bytes_in(&self, n: usize) {
+        self.kv_bytes_in.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn kv_bytes_out(&self, n: usize) {
+        self.kv_bytes_out.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Renders the Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        out.push_str("# HELP micronode_build_info Build information; always 1.\n");
+        out.push_str("# TYPE micronode_build_info gauge\n");
+        let _ = writeln!(
+            out,
+            "micronode_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+
+        out.push_str("# HELP micronode_http_requests_total HTTP requests answered, by route template, method and status.\n");
+        out.push_str("# TYPE micronode_http_requests_total counter\n");
+        for route in 0..ROUTE_SLOTS {
+            if ROUTES.get(route).is_some_and(|r| r.plane == Plane::Dev) && !self.dev_routes {
+                continue;
+            }
+            for verb in Verb::ALL {
+                for (slot, status) in STATUSES.iter().enumerate() {
+                    let i = req_index(route, verb, slot);
+                    let n = self.requests[i].load(Relaxed);
+                    if n == 0 && !self.prewarmed[i] {
+                        continue;
+                    }
+                    let status = match status {
+                        0 => "other".to_owned(),
+                        s => s.to_string(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "micronode_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
+                        verb.as_str(),
+                        route_label(route),
+                    );
+                }
+            }
+        }
+
+        out.push_str("# HELP micronode_request_latency_seconds Time from request head to response head, by route template and method.\n");
+        out.push_str("# TYPE micronode_request_latency_seconds histogram\n");
+        for route in 0..ROUTE_SLOTS {
+            for verb in Verb::ALL {
+                let h = &self.latency[lat_index(route, verb)];
+                let shown = (0..STATUS_SLOTS).any(|s| self.prewarmed[req_index(route, verb, s)]);
+                if !shown && h.count() == 0 {
+                    continue;
+                }
+                let labels = format!(
+                    "method=\"{}\",route=\"{}\"",
+                    verb.as_str(),
+                    route_label(route)
+                );
+                h.render(&mut out, "micronode_request_latency_seconds", &labels);
+            }
+        }
+
+        out.push_str(
+            "# HELP micronode_rejections_total Requests refused by Micronode, by error code.\n",
+        );
+        out.push_str("# TYPE micronode_rejections_total counter\n");
+        for code in Code::ALL {
+            let _ = writeln!(
+                out,
+                "micronode_rejections_total{{reason=\"{}\"}} {}",
+                code.as_str(),
+                self.rejections(code)
+            );
+        }
+
+        out.push_str("# HELP micronode_ready_inflight_current Requests in flight on /readyz.\n");
+        out.push_str("# TYPE micronode_ready_inflight_current gauge\n");
+        let _ = writeln!(
+            out,
+            "micronode_ready_inflight_current {}",
+            gauges.ready_inflight
+        );
+        out.push_str("# HELP micronode_ready_error_rate_pct Share of 5xx answers over the readiness window, in percent.\n");
+        out.push_str("# TYPE micronode_ready_error_rate_pct gauge\n");
+        let _ = writeln!(
+            out,
+            "micronode_ready_error_rate_pct {}",
+            gauges.ready_error_rate_pct
+        );
+        out.push_str("# HELP micronode_ready_queue_saturated 1 while any route's in-flight budget is full.\n");
+        out.push_str("# TYPE micronode_ready_queue_saturated gauge\n");
+        let _ = writeln!(
+            out,
+            "micronode_ready_queue_saturated {}",
+            u8::from(gauges.ready_queue_saturated)
+        );
+        out.push_str("# HELP micronode_ready_probe Readiness probes, 1 when true.\n");
+        out.push_str("# TYPE micronode_ready_probe gauge\n");
+        for (name, ok) in gauges.probes {
+            let _ = writeln!(
+                out,
+                "micronode_ready_probe{{probe=\"{name}\"}} {}",
+                u8::from(ok)
+            );
+        }
+
+        out.push_str("# HELP micronode_kv_ops_total KV operations, by kind.\n");
+        out.push_str("# TYPE micronode_kv_ops_total counter\n");
+        for (i, op) in KV_OPS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "micronode_kv_ops_total{{op=\"{op}\"}} {}",
+                self.kv_ops[i].load(Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP micronode_kv_bytes_total KV value bytes received (in) and sent (out).\n",
+        );
+        out.push_str("# TYPE micronode_kv_bytes_total counter\n");
+        let _ = writeln!(
+            out,
+            "micronode_kv_bytes_total{{dir=\"in\"}} {}",
+            self.kv_bytes_in.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "micronode_kv_bytes_total{{dir=\"out\"}} {}",
+            self.kv_bytes_out.load(Relaxed)
+        );
+
+        out.push_str("# HELP micronode_storage_flush_seconds Time of one store flush + fsync.\n");
+        out.push_str("# TYPE micronode_storage_flush_seconds histogram\n");
+        self.flush_seconds
+            .render(&mut out, "micronode_storage_flush_seconds", "");
+        out.push_str(
+            "# HELP micronode_storage_commit_batch_size Writes made durable by one flush.\n",
+        );
+        out.push_str("# TYPE micronode_storage_commit_batch_size histogram\n");
+        self.commit_batch_size
+            .render(&mut out, "micronode_storage_commit_batch_size", "");
+        out
+    }
+}
+
+fn route_label(route: RouteId) -> &'static str {
+    if route == UNMATCHED {
+        "unmatched"
+    } else {
+        ROUTES[route].template
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_inf() {
+        let h = Histogram::new(&[10, 100], 1.0);
+        h.observe(5);
+        h.observe(10);
+        h.observe(50);
+        h.observe(500);
+        let mut out = String::new();
+        h.render(&mut out, "x", "a=\"b\"");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"100\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_sum{a=\"b\"} 565\n"), "{out}");
+        assert!(out.contains("x_count{a=\"b\"} 4\n"), "{out}");
+    }
+
+    #[test]
+    fn known_series_are_prewarmed() {
+        let m = Metrics::new(false, false);
+        let text = m.render(&Gauges::default());
+        for want in [
+            "micronode_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 0",
+            "micronode_http_requests_total{method=\"PUT\",route=\"/v1/kv/{bucket}/{*key}\",status=\"413\"} 0",
+            "micronode_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 0",
+            "micronode_rejections_total{reason=\"stacked_encoding\"} 0",
+            "micronode_request_latency_seconds_count{method=\"GET\",route=\"/healthz\"} 0",
+            "micronode_kv_ops_total{op=\"list\"} 0",
+        ] {
+            assert!(text.contains(want), "missing {want}");
+        }
+        assert!(!text.contains("/dev/echo"), "dev routes off: no dev series");
+    }
+
+    #[test]
+    fn an_unusual_status_is_counted_not_lost() {
+        let m = Metrics::new(false, false);
+        m.observe_request(0, Verb::Get, 418, Duration::from_micros(3));
+        let text = m.render(&Gauges::default());
+        assert!(text.contains(
+            "micronode_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"other\"} 1"
+        ));
+    }
+}

@@ -1,0 +1,229 @@
+//! The route table: one static entry per route template, naming its plane, and per method its
+//! handler and guard spec. A `matchit` radix tree maps a path to a small route id that indexes
+//! the table; 404 and 405 are explicit branches.
+
+use http::{HeaderValue, Method};
+
+use crate::guards::GuardSpec;
+use crate::handlers::Handler;
+
+/// Where a route lives; dev routes exist only with `MICRONODE_DEV_ROUTES=1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    Admin,
+    Feature,
+    Dev,
+}
+
+/// Request methods we label metrics with; anything else is `Other`, so an attacker cannot
+/// create series by inventing methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+    Other,
+}
+
+impl Verb {
+    pub const COUNT: usize = 8;
+    pub const ALL: [Verb; Verb::COUNT] = [
+        Verb::Get,
+        Verb::Head,
+        Verb::Post,
+        Verb::Put,
+        Verb::Delete,
+        Verb::Patch,
+        Verb::Options,
+        Verb::Other,
+    ];
+
+    pub fn of(m: &Method) -> Verb {
+        match *m {
+            Method::GET => Verb::Get,
+            Method::HEAD => Verb::Head,
+            Method::POST => Verb::Post,
+            Method::PUT => Verb::Put,
+            Method::DELETE => Verb::Delete,
+            Method::PATCH => Verb::Patch,
+            Method::OPTIONS => Verb::Options,
+            _ => Verb::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Head => "HEAD",
+            Verb::Post => "POST",
+            Verb::Put => "PUT",
+            Verb::Delete => "DELETE",
+            Verb::Patch => "PATCH",
+            Verb::Options => "OPTIONS",
+            Verb::Other => "OTHER",
+        }
+    }
+
+    /// Methods whose requests carry a body and so must declare its length.
+    pub fn needs_length(self) -> bool {
+        matches!(self, Verb::Post | Verb::Put | Verb::Patch)
+    }
+}
+
+/// One method of a route.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub verb: Verb,
+    pub handler: Handler,
+    pub guards: GuardSpec,
+}
+
+/// One route template.
+#[derive(Debug)]
+pub struct Route {
+    pub template: &'static str,
+    pub plane: Plane,
+    pub endpoints: &'static [Endpoint],
+}
+
+const fn ep(verb: Verb, handler: Handler, guards: GuardSpec) -> Endpoint {
+    Endpoint {
+        verb,
+        handler,
+        guards,
+    }
+}
+
+/// THE route table (SPEC §2). HEAD is served for every GET endpoint without a body.
+/// One line per route, kept unformatted so the table reads as a table.
+#[rustfmt::skip]
+pub static ROUTES: &[Route] = &[
+    Route { template: "/healthz", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetHealthz, GuardSpec::ADMIN)] },
+    Route { template: "/readyz", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetReadyz, GuardSpec::READY)] },
+    Route { template: "/version", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetVersion, GuardSpec::ADMIN)] },
+    Route { template: "/metrics", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetMetrics, GuardSpec::ADMIN)] },
+    Route { template: "/v1/ping", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetPing, GuardSpec::FEATURE)] },
+    Route { template: "/v1/kv/{bucket}/{*key}", plane: Plane::Feature, endpoints: &[
+        ep(Verb::Get, Handler::GetKv, GuardSpec::KV_READ),
+        ep(Verb::Put, Handler::PutKv, GuardSpec::KV_WRITE),
+        ep(Verb::Delete, Handler::DeleteKv, GuardSpec::KV_WRITE),
+    ] },
+    Route { template: "/v1/kv/{bucket}", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::ListKv, GuardSpec::KV_READ)] },
+    Route { template: "/dev/echo", plane: Plane::Dev, endpoints: &[ep(Verb::Post, Handler::PostEcho, GuardSpec::DEV_ECHO)] },
+    Route { template: "/dev/rl", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetRl, GuardSpec::DEV_RL)] },
+];
+
+/// Index of a route in [`ROUTES`]; `ROUTES.len()` stands for "unmatched" in metrics.
+pub type RouteId = usize;
+pub const UNMATCHED: RouteId = ROUTES.len();
+
+impl Route {
+    /// The endpoint serving `verb`, with HEAD falling back to GET.
+    pub fn endpoint(&self, verb: Verb) -> Option<&Endpoint> {
+        let find = |v: Verb| self.endpoints.iter().find(|e| e.verb == v);
+        match verb {
+            Verb::Head => find(Verb::Head).or_else(|| find(Verb::Get)),
+            v => find(v),
+        }
+    }
+
+    /// The verbs this route answers, HEAD included for GET routes, in table order.
+    pub fn verbs(&self) -> Vec<Verb> {
+        let mut out = Vec::new();
+        for e in self.endpoints {
+            out.push(e.verb);
+            if e.verb == Verb::Get && !self.endpoints.iter().any(|x| x.verb == Verb::Head) {
+                out.push(Verb::Head);
+            }
+        }
+        out
+    }
+}
+
+/// The compiled router: matchit tree plus the exact `Allow` header of each route.
+#[derive(Debug)]
+pub struct Router {
+    tree: matchit::Router<RouteId>,
+    allow: Vec<HeaderValue>,
+}
+
+impl Router {
+    /// Registers every route of the table (dev routes only when `dev_routes`). A bad template
+    /// is a bug in the table, caught by the unit test below, so this panics with its name.
+    pub fn new(dev_routes: bool) -> Router {
+        let mut tree = matchit::Router::new();
+        for (id, route) in ROUTES.iter().enumerate() {
+            if route.plane == Plane::Dev && !dev_routes {
+                continue;
+            }
+            if let Err(e) = tree.insert(route.template, id) {
+                panic!("route table: cannot register {}: {e}", route.template);
+            }
+        }
+        let allow = ROUTES
+            .iter()
+            .map(|r| {
+                let names: Vec<&str> = r.verbs().iter().map(|v| v.as_str()).collect();
+                HeaderValue::from_str(&names.join(", "))
+                    .expect("method names are ASCII tokens, a valid header value")
+            })
+            .collect();
+        Router { tree, allow }
+    }
+
+    /// Matches a raw path. `None` is a 404.
+    pub fn at<'p>(&self, path: &'p str) -> Option<(RouteId, matchit::Params<'_, 'p>)> {
+        match self.tree.at(path) {
+            Ok(m) => Some((*m.value, m.params)),
+            Err(matchit::MatchError::NotFound) => None,
+        }
+    }
+
+    /// The `Allow` header of a route, for 405 answers.
+    pub fn allow(&self, id: RouteId) -> &HeaderValue {
+        &self.allow[id]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_registers_with_dev_routes_on() {
+        let r = Router::new(true);
+        assert_eq!(r.at("/healthz").map(|m| m.0), Some(0));
+        assert!(r.at("/dev/echo").is_some());
+    }
+
+    #[test]
+    fn dev_routes_are_absent_when_off() {
+        let r = Router::new(false);
+        assert!(r.at("/dev/echo").is_none());
+        assert!(r.at("/dev/rl").is_none());
+    }
+
+    #[test]
+    fn kv_paths_match_with_slashes_in_the_key() {
+        let r = Router::new(false);
+        let (id, params) = r.at("/v1/kv/b1/a/b/c").expect("kv route");
+        assert_eq!(ROUTES[id].template, "/v1/kv/{bucket}/{*key}");
+        assert_eq!(params.get("bucket"), Some("b1"));
+        assert_eq!(params.get("key"), Some("a/b/c"));
+        let (id, _) = r.at("/v1/kv/b1").expect("list route");
+        assert_eq!(ROUTES[id].template, "/v1/kv/{bucket}");
+    }
+
+    #[test]
+    fn allow_header_lists_head_after_get() {
+        let r = Router::new(false);
+        let (id, _) = r.at("/v1/kv/b/k").expect("kv route");
+        assert_eq!(r.allow(id), "GET, HEAD, PUT, DELETE");
+        let (id, _) = r.at("/healthz").expect("healthz");
+        assert_eq!(r.allow(id), "GET, HEAD");
+    }
+}

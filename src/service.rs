@@ -1,0 +1,155 @@
+//! The per-request pipeline, in SPEC §3 order: request id → metrics timer → route match →
+//! rate limit → decode guard → body cap → concurrency permit → timeout → handler. Everything
+//! before the handler looks at the request head only; the body is first polled by a handler.
+
+use std::time::{Duration, Instant};
+
+use http::header::HeaderName;
+use http::request::Parts;
+use http::{HeaderValue, Method, Request};
+use tracing::Instrument;
+
+use crate::app::{App, valid_request_id};
+use crate::error::ApiError;
+use crate::guards::body::RequestBody;
+use crate::guards::rate_limit::{TokenBucket, retry_after_secs};
+use crate::guards::{BodyPlan, Bound, Bucket, check_head};
+use crate::handlers::{self, Cx};
+use crate::ready::Probe;
+use crate::response::{self, Resp};
+use crate::router::{Endpoint, Plane, ROUTES, UNMATCHED, Verb};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Answers one request. Never fails: every error becomes an envelope here.
+pub async fn handle(app: &App, req: Request<RequestBody>) -> Resp {
+    let start = Instant::now();
+    let (head, body) = req.into_parts();
+    let request_id = match head.headers.get(&X_REQUEST_ID) {
+        Some(v) if valid_request_id(v) => v.clone(),
+        _ => app.new_request_id(),
+    };
+    let verb = Verb::of(&head.method);
+
+    let (route, result) = match app.router.at(head.uri.path()) {
+        None => (UNMATCHED, Err(ApiError::NotFound)),
+        Some((id, params)) => match ROUTES[id].endpoint(verb) {
+            None => (
+                id,
+                Err(ApiError::MethodNotAllowed {
+                    allow: app.router.allow(id).clone(),
+                }),
+            ),
+            Some(ep) => {
+                let span = tracing::debug_span!(
+                    "request",
+                    request_id = ?request_id,
+                    method = %head.method,
+                    route = ROUTES[id].template,
+                );
+                let run = run_endpoint(app, ep, verb, &head, &params, body, &request_id);
+                (id, run.instrument(span).await)
+            }
+        },
+    };
+
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(err) => {
+            app.metrics.reject(err.code());
+            err.into_response(&request_id)
+        }
+    };
+    if head.method == Method::HEAD {
+        resp = response::strip_body_for_head(resp);
+    }
+    let status = resp.status().as_u16();
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    let now = Instant::now();
+    app.metrics
+        .observe_request(route, verb, status, now.duration_since(start));
+    if route == UNMATCHED || ROUTES[route].plane != Plane::Admin {
+        // Admin answers stay out of the error window: a 503 from /readyz must not feed the
+        // gate that produced it.
+        app.ready.record(now, status);
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let route_label = ROUTES.get(route).map_or("unmatched", |r| r.template);
+        tracing::debug!(
+            request_id = ?resp.headers().get(&X_REQUEST_ID),
+            method = %head.method,
+            route = route_label,
+            status,
+            micros = now.duration_since(start).as_micros() as u64,
+            "request"
+        );
+    }
+    resp
+}
+
+/// The guards of one endpoint, then its handler.
+async fn run_endpoint(
+    app: &App,
+    ep: &Endpoint,
+    verb: Verb,
+    head: &Parts,
+    params: &matchit::Params<'_, '_>,
+    body: RequestBody,
+    request_id: &HeaderValue,
+) -> Result<Resp, ApiError> {
+    let guards = ep.guards;
+    match guards.bucket {
+        Bucket::None => {}
+        Bucket::Global => {
+            if let Some(bucket) = &app.rl_global {
+                take_token(app, bucket).await?;
+            }
+        }
+        Bucket::Dev => take_token(app, &app.rl_dev).await?,
+    }
+    let plan = if guards.edge {
+        check_head(verb, &head.headers, app.head_limits)?
+    } else {
+        BodyPlan::default()
+    };
+    if guards.needs_store && !app.ready.probe(Probe::DepsOk) {
+        return Err(ApiError::NotReady);
+    }
+    // Held until this future ends, whatever ends it: answer, timeout, or the client leaving.
+    let _permit = match guards.budget {
+        Some(id) => Some(app.budget(id).try_acquire().ok_or(ApiError::Concurrency)?),
+        None => None,
+    };
+    let cx = Cx {
+        app,
+        head,
+        params,
+        request_id,
+        plan,
+        body,
+    };
+    let handler = handlers::call(ep.handler, cx);
+    let bound = match guards.timeout {
+        None => return handler.await,
+        Some(Bound::Ready) => app.cfg.ready_timeout(),
+        Some(Bound::Request) => app.cfg.request_timeout(),
+    };
+    match tokio::time::timeout(bound, handler).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::Timeout),
+    }
+}
+
+/// Takes a token or refuses with `Retry-After`; the tarpit delay holds no permit.
+async fn take_token(app: &App, bucket: &TokenBucket) -> Result<(), ApiError> {
+    let Err(wait) = bucket.try_take(Instant::now()) else {
+        return Ok(());
+    };
+    let tarpit = app.cfg.rate_limit.tarpit_ms;
+    if tarpit > 0 {
+        tokio::time::sleep(Duration::from_millis(tarpit)).await;
+    }
+    Err(ApiError::RateLimit {
+        retry_after_secs: retry_after_secs(wait),
+    })
+}
