@@ -35,6 +35,8 @@ pub struct App {
     /// `/dev/rl`'s own bucket, always on.
     pub rl_dev: TokenBucket,
     pub budgets: [InflightBudget; BudgetId::COUNT],
+    /// Requests sleeping in the rate-limit tarpit (they hold no budget permit).
+    pub tarpit: InflightBudget,
     pub head_limits: HeadLimits,
     pub body_limits: BodyLimits,
     pub version_body: Bytes,
@@ -75,6 +77,7 @@ impl App {
                 InflightBudget::new(cfg.limits.kv_max_inflight),
                 InflightBudget::new(DEV_ECHO_MAX_INFLIGHT),
             ],
+            tarpit: InflightBudget::new(usize::MAX),
             head_limits: HeadLimits {
                 max_body_bytes: cfg.limits.max_body_bytes,
                 allow_compressed: cfg.limits.allow_compressed,
@@ -111,6 +114,7 @@ impl App {
             ready_inflight: self.budget(BudgetId::Ready).current(),
             ready_error_rate_pct: self.ready.error_rate_pct(std::time::Instant::now()),
             ready_queue_saturated: self.budgets.iter().any(InflightBudget::is_full),
+            rate_limit_tarpit: self.tarpit.current(),
             probes: [0, 1, 2, 3].map(|i| (PROBES[i], probes[i])),
         }
     }

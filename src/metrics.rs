@@ -167,6 +167,7 @@ pub struct Gauges {
     pub ready_inflight: usize,
     pub ready_error_rate_pct: f64,
     pub ready_queue_saturated: bool,
+    pub rate_limit_tarpit: usize,
     pub probes: [(&'static str, bool); 4],
 }
 
@@ -383,6 +384,13 @@ impl Metrics {
             out,
             "micronode_ready_queue_saturated {}",
             u8::from(gauges.ready_queue_saturated)
+        );
+        out.push_str("# HELP micronode_rate_limit_tarpit_current Rate-limited requests waiting out the tarpit delay.\n");
+        out.push_str("# TYPE micronode_rate_limit_tarpit_current gauge\n");
+        let _ = writeln!(
+            out,
+            "micronode_rate_limit_tarpit_current {}",
+            gauges.rate_limit_tarpit
         );
         out.push_str("# HELP micronode_ready_probe Readiness probes, 1 when true.\n");
         out.push_str("# TYPE micronode_ready_probe gauge\n");

@@ -147,6 +147,7 @@ async fn take_token(app: &App, bucket: &TokenBucket) -> Result<(), ApiError> {
     };
     let tarpit = app.cfg.rate_limit.tarpit_ms;
     if tarpit > 0 {
+        let _in_tarpit = app.tarpit.enter();
         tokio::time::sleep(Duration::from_millis(tarpit)).await;
     }
     Err(ApiError::RateLimit {

@@ -31,6 +31,12 @@ impl InflightBudget {
             .map(|_| Permit(self))
     }
 
+    /// Counts one more in flight, unconditionally (for gauges without a limit).
+    pub fn enter(&self) -> Permit<'_> {
+        self.current.fetch_add(1, Ordering::AcqRel);
+        Permit(self)
+    }
+
     pub fn current(&self) -> usize {
         self.current.load(Ordering::Acquire)
     }

@@ -127,3 +127,91 @@ pub fn check_head(
     let declared = body::check_length(verb, headers, limits.max_body_bytes)?;
     Ok(BodyPlan { declared, gzip })
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use http::HeaderValue;
+    use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, TRANSFER_ENCODING};
+    use proptest::prelude::*;
+
+    /// The reference model of SPEC §3, written as plainly as possible.
+    fn model(
+        verb: Verb,
+        encodings: &[String],
+        length: Option<u64>,
+        chunked: bool,
+        cap: u64,
+        allow: bool,
+    ) -> Result<BodyPlan, ApiError> {
+        let codings: Vec<String> = encodings
+            .iter()
+            .flat_map(|h| h.split(',').map(|c| c.trim().to_ascii_lowercase()))
+            .filter(|c| !c.is_empty())
+            .collect();
+        let headers = encodings.len();
+        let gzip = if headers == 0 {
+            false
+        } else if headers > 1 || codings.len() > 1 {
+            return Err(ApiError::StackedEncoding);
+        } else if allow && codings.first().map(String::as_str) == Some("gzip") {
+            true
+        } else {
+            return Err(ApiError::UnsupportedEncoding);
+        };
+        let body_verb = matches!(verb, Verb::Post | Verb::Put | Verb::Patch);
+        if body_verb && (chunked || length.is_none()) {
+            return Err(ApiError::LengthRequired);
+        }
+        let declared = length.unwrap_or(0);
+        if declared > cap {
+            return Err(ApiError::BodyCap {
+                limit: cap,
+                decoded: false,
+            });
+        }
+        Ok(BodyPlan { declared, gzip })
+    }
+
+    fn coding() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("gzip".to_owned()),
+            Just("GZIP".to_owned()),
+            Just("identity".to_owned()),
+            Just("br".to_owned()),
+            Just("gzip, br".to_owned()),
+            Just(" gzip ".to_owned()),
+            Just("deflate,gzip".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn head_verdict_matches_the_model(
+            verb in prop::sample::select(vec![Verb::Get, Verb::Head, Verb::Post, Verb::Put, Verb::Delete, Verb::Patch]),
+            encodings in prop::collection::vec(coding(), 0..3),
+            cap in 0u64..2048,
+            delta in -3i64..3,
+            has_length in any::<bool>(),
+            chunked in any::<bool>(),
+            allow in any::<bool>(),
+        ) {
+            let length = has_length.then(|| (cap as i64 + delta).max(0) as u64);
+            let mut h = HeaderMap::new();
+            for e in &encodings {
+                h.append(CONTENT_ENCODING, HeaderValue::from_str(e).expect("ascii"));
+            }
+            if let Some(l) = length {
+                h.insert(CONTENT_LENGTH, HeaderValue::from(l));
+            }
+            if chunked {
+                h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            }
+            let limits = HeadLimits { max_body_bytes: cap, allow_compressed: allow };
+            prop_assert_eq!(
+                check_head(verb, &h, limits),
+                model(verb, &encodings, length, chunked, cap, allow)
+            );
+        }
+    }
+}
