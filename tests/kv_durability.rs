@@ -39,6 +39,9 @@ fn data_survives_a_clean_restart() {
     }
 }
 
+/// Acknowledged writes: key and exact value.
+type Acked = Vec<(String, Vec<u8>)>;
+
 fn s_get(s: &ChildServer, path: &str) -> Option<Vec<u8>> {
     let r = request(s.addr, "GET", path, &[], None);
     (r.status == 200).then_some(r.body)
@@ -63,7 +66,7 @@ fn every_acknowledged_write_survives_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
     for round in 0..3 {
         let mut s = ChildServer::start(&[("MICRONODE_DURABILITY", "sync")], dir.path());
-        let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::new(Mutex::new(Vec::new()));
+        let acked: Arc<Mutex<Acked>> = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..8)
             .map(|w| {
