@@ -199,28 +199,20 @@ fn cas_race_has_exactly_one_winner() {
         .header("etag")
         .expect("etag")
         .to_owned();
-    let barrier = Arc::new(Barrier::new(32));
-    let handles: Vec<_> = (0..32)
-        .map(|i| {
-            let (addr, tag, barrier) = (s.addr, tag.clone(), Arc::clone(&barrier));
-            thread::spawn(move || {
-                let mut c = Conn::open(addr);
-                barrier.wait();
-                let body = format!("writer-{i}");
-                c.request(
-                    "PUT",
-                    "/v1/kv/b/race",
-                    &[("if-match", &tag)],
-                    Some(body.as_bytes()),
-                )
-                .status
-            })
-        })
-        .collect();
-    let statuses: Vec<u16> = handles
-        .into_iter()
-        .map(|h| h.join().expect("thread"))
-        .collect();
+    let statuses = race(
+        32,
+        move |c, i| {
+            let body = format!("writer-{i}");
+            c.request(
+                "PUT",
+                "/v1/kv/b/race",
+                &[("if-match", &tag)],
+                Some(body.as_bytes()),
+            )
+            .status
+        },
+        s.addr,
+    );
     assert_eq!(
         statuses.iter().filter(|&&s| s == 204).count(),
         1,
@@ -232,27 +224,19 @@ fn cas_race_has_exactly_one_winner() {
         "{statuses:?}"
     );
 
-    let barrier = Arc::new(Barrier::new(32));
-    let handles: Vec<_> = (0..32)
-        .map(|_| {
-            let (addr, barrier) = (s.addr, Arc::clone(&barrier));
-            thread::spawn(move || {
-                let mut c = Conn::open(addr);
-                barrier.wait();
-                c.request(
-                    "PUT",
-                    "/v1/kv/b/create",
-                    &[("if-none-match", "*")],
-                    Some(b"x"),
-                )
-                .status
-            })
-        })
-        .collect();
-    let statuses: Vec<u16> = handles
-        .into_iter()
-        .map(|h| h.join().expect("thread"))
-        .collect();
+    let statuses = race(
+        32,
+        |c, _| {
+            c.request(
+                "PUT",
+                "/v1/kv/b/create",
+                &[("if-none-match", "*")],
+                Some(b"x"),
+            )
+            .status
+        },
+        s.addr,
+    );
     assert_eq!(
         statuses.iter().filter(|&&s| s == 201).count(),
         1,
@@ -263,6 +247,29 @@ fn cas_race_has_exactly_one_winner() {
         31,
         "{statuses:?}"
     );
+}
+
+/// Runs `f` on `n` connections released together by a barrier; returns what each returned.
+fn race<F>(n: usize, f: F, addr: std::net::SocketAddr) -> Vec<u16>
+where
+    F: Fn(&mut Conn, usize) -> u16 + Send + Sync + 'static,
+{
+    let barrier = Arc::new(Barrier::new(n));
+    let f = Arc::new(f);
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (barrier, f) = (Arc::clone(&barrier), Arc::clone(&f));
+            thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                barrier.wait();
+                f(&mut c, i)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("racer"))
+        .collect()
 }
 
 /// 2,500 keys paged 100 at a time come back each exactly once, in byte order.

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::{CommitWait, Cond, Page, PutOutcome, Storage, StoreError, Value, compose, page_from};
+use super::{
+    CommitWait, Cond, ListRange, Page, PutOutcome, Storage, StoreError, Value, compose, page_from,
+};
 
 #[derive(Debug, Default)]
 pub struct MemStore {
@@ -77,21 +79,13 @@ impl Storage for MemStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let start = compose(bucket, prefix);
-        let lower = match after {
-            Some(a) if a.as_bytes() >= prefix.as_bytes() => Bound::Excluded(compose(bucket, a)),
-            _ => Bound::Included(start.clone()),
-        };
+        let range = ListRange::new(bucket, prefix, after);
         let map = self.map.read().map_err(|_| poisoned())?;
-        let skip = bucket.len() + 1;
         let keys = map
-            .range((lower, Bound::Unbounded))
+            .range((range.lower.clone(), Bound::Unbounded))
             .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(&start))
-            .map(|k| {
-                String::from_utf8(k[skip..].to_vec())
-                    .map_err(|_| StoreError::Engine("non-UTF-8 key in store".to_owned()))
-            });
+            .take_while(|k| k.starts_with(&range.prefix))
+            .map(|k| range.user_key(k));
         page_from(keys, limit)
     }
 

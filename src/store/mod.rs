@@ -149,6 +149,37 @@ pub(crate) fn compose(bucket: &str, key: &str) -> Vec<u8> {
     k
 }
 
+/// The engine-key range of a listing: from `bucket/prefix` (or just after `bucket/after`),
+/// while keys still start with `bucket/prefix`.
+pub(crate) struct ListRange {
+    pub prefix: Vec<u8>,
+    pub lower: std::ops::Bound<Vec<u8>>,
+    bucket_len: usize,
+}
+
+impl ListRange {
+    pub fn new(bucket: &str, prefix: &str, after: Option<&str>) -> ListRange {
+        let start = compose(bucket, prefix);
+        let lower = match after {
+            Some(a) if a.as_bytes() >= prefix.as_bytes() => {
+                std::ops::Bound::Excluded(compose(bucket, a))
+            }
+            _ => std::ops::Bound::Included(start.clone()),
+        };
+        ListRange {
+            prefix: start,
+            lower,
+            bucket_len: bucket.len(),
+        }
+    }
+
+    /// The user key of an engine key in this range.
+    pub fn user_key(&self, engine_key: &[u8]) -> Result<String, StoreError> {
+        String::from_utf8(engine_key[self.bucket_len + 1..].to_vec())
+            .map_err(|_| StoreError::Engine("non-UTF-8 key in store".to_owned()))
+    }
+}
+
 /// A page from an ordered iterator over `(key without bucket prefix)`.
 pub(crate) fn page_from<I>(keys: I, limit: usize) -> Result<Page, StoreError>
 where

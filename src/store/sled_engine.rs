@@ -18,7 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::commit::Committer;
-use super::{CommitWait, Cond, Page, PutOutcome, Storage, StoreError, Value, compose, page_from};
+use super::{
+    CommitWait, Cond, ListRange, Page, PutOutcome, Storage, StoreError, Value, compose, page_from,
+};
 use crate::config::{Durability, StorageCfg};
 use crate::metrics::Metrics;
 
@@ -285,21 +287,13 @@ impl Storage for SledStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let start = compose(bucket, prefix);
-        let lower = match after {
-            Some(a) if a.as_bytes() >= prefix.as_bytes() => Bound::Excluded(compose(bucket, a)),
-            _ => Bound::Included(start.clone()),
-        };
-        let skip = bucket.len() + 1;
+        let range = ListRange::new(bucket, prefix, after);
         let keys = self
             .db
-            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+            .range::<Vec<u8>, _>((range.lower.clone(), Bound::Unbounded))
             .keys()
-            .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(&start)))
-            .map(|k| {
-                let k = k.map_err(engine_err)?;
-                String::from_utf8(k[skip..].to_vec()).map_err(|_| engine_err("non-UTF-8 key"))
-            });
+            .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(&range.prefix)))
+            .map(|k| range.user_key(&k.map_err(engine_err)?));
         page_from(keys, limit)
     }
 
