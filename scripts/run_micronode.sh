@@ -38,4 +38,4 @@ echo "--- /readyz"
 curl -sS "http://$BIND/readyz"
 echo
 echo "--- /metrics (head)"
-curl -sS "http://$BIND/metrics" | head -n 12
+curl -sS "http://$BIND/metrics" | awk 'NR <= 12'
