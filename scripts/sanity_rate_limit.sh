@@ -18,9 +18,20 @@ done
 echo "burst of $N: $ok x 200, $limited x 429"
 check "some requests pass" yes "$([ "$ok" -gt 0 ] && echo yes || echo no)"
 check "the burst is limited" yes "$([ "$limited" -gt 0 ] && echo yes || echo no)"
-hdr=$(curl -sS -D - -o /dev/null "$BASE_URL/dev/rl" | tr -d '\r' | awk -F': ' 'tolower($1)=="retry-after"{print $2}')
+# One 429 captured whole (headers and body), so its checks cannot race a refill.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+got429=no
+for _ in $(seq 1 "$N"); do
+  if [ "$(curl -sS -D "$tmp/h" -o "$tmp/b" -w '%{http_code}' "$BASE_URL/dev/rl")" = 429 ]; then
+    got429=yes
+    break
+  fi
+done
+check "a 429 was captured" yes "$got429"
+hdr=$(tr -d '\r' <"$tmp/h" | awk -F': ' 'tolower($1)=="retry-after"{print $2}')
 check "429 carries Retry-After in whole seconds" yes "$(echo "$hdr" | grep -Eq '^[0-9]+$' && echo yes || echo no)"
-check "429 envelope code" rate_limit "$(code "$BASE_URL/dev/rl")"
+check "429 envelope code" rate_limit "$(jq -r .code <"$tmp/b")"
 refilled=no
 for _ in $(seq 1 60); do
   if [ "$(status "$BASE_URL/dev/rl")" = 200 ]; then refilled=yes; break; fi

@@ -211,12 +211,15 @@ fn dev_rl_bucket_refuses_past_burst_then_refills() {
         ("MICRONODE_RL_BURST", "5"),
     ]);
     let mut c = Conn::open(s.addr);
-    let statuses: Vec<u16> = (0..8)
+    let statuses: Vec<u16> = (0..5)
         .map(|_| c.request("GET", "/dev/rl", &[], None).status)
         .collect();
-    assert_eq!(&statuses[..5], &[200; 5], "{statuses:?}");
-    assert!(statuses[5..].contains(&429), "{statuses:?}");
-    let r = c.request("GET", "/dev/rl", &[], None);
+    assert_eq!(statuses, [200; 5], "the burst passes");
+    // Past the burst: a 429 comes (bounded loop; a slow machine may see a refill first).
+    let r = poll("a 429 past the burst", || {
+        let r = c.request("GET", "/dev/rl", &[], None);
+        (r.status == 429).then_some(r)
+    });
     r.assert_error(429, "rate_limit", true);
     let retry: u64 = r
         .header("retry-after")
@@ -359,7 +362,7 @@ fn gzip_bodies_decode_and_a_bomb_is_413_with_bounded_memory() {
 fn error_gate_trips_and_recovers() {
     let s = TestServer::start(&[
         ("MICRONODE_READY_ERROR_GATE_PCT", "50"),
-        ("MICRONODE_READY_ERROR_WINDOW_SECS", "1"),
+        ("MICRONODE_READY_ERROR_WINDOW_SECS", "3"),
         ("MICRONODE_REQUEST_TIMEOUT_MS", "50"),
     ]);
     // A body that never completes within the request bound → 503 timeout (a 5xx).
