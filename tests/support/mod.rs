@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -397,8 +397,4 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (i32, Stri
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-pub fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
-    dir.path().join(name)
 }
