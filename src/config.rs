@@ -35,6 +35,24 @@ pub struct ServerCfg {
     pub body_read_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
+    /// A connection with no new request for this long is closed (HTTP/2 with GOAWAY).
+    pub idle_timeout_ms: u64,
+    /// HTTP/1: most header fields in one request (hyper answers 431 past it).
+    pub h1_max_headers: usize,
+    /// HTTP/1: the connection read buffer; a request head must fit in it (else 431).
+    pub read_buffer_bytes: usize,
+    /// Both protocols: summed size of the header fields (name + value + 4) before 431.
+    pub max_header_bytes: usize,
+    /// Both protocols: longest path + query before 414.
+    pub max_uri_bytes: usize,
+    /// HTTP/2: streams one connection may have open at once.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: largest decoded header list a peer may send.
+    pub h2_max_header_list_bytes: u32,
+    /// HTTP/2: streams reset by the peer before we accepted them (rapid reset), per connection.
+    pub h2_max_pending_reset_streams: usize,
+    /// HTTP/2: streams we reset because the peer misbehaved, per connection.
+    pub h2_max_local_error_reset_streams: usize,
 }
 
 impl Default for ServerCfg {
@@ -47,6 +65,15 @@ impl Default for ServerCfg {
             body_read_timeout_ms: 10_000,
             request_timeout_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            h1_max_headers: 100,
+            read_buffer_bytes: 65_536,
+            max_header_bytes: 61_440,
+            max_uri_bytes: 8_192,
+            h2_max_concurrent_streams: 100,
+            h2_max_header_list_bytes: 65_536,
+            h2_max_pending_reset_streams: 20,
+            h2_max_local_error_reset_streams: 1_024,
         }
     }
 }
@@ -333,6 +360,15 @@ pub const ENV_VARS: &[&str] = &[
     "MICRONODE_HEADER_READ_TIMEOUT_MS",
     "MICRONODE_BODY_READ_TIMEOUT_MS",
     "MICRONODE_SHUTDOWN_GRACE_MS",
+    "MICRONODE_IDLE_TIMEOUT_MS",
+    "MICRONODE_H1_MAX_HEADERS",
+    "MICRONODE_READ_BUFFER_BYTES",
+    "MICRONODE_MAX_HEADER_BYTES",
+    "MICRONODE_MAX_URI_BYTES",
+    "MICRONODE_H2_MAX_CONCURRENT_STREAMS",
+    "MICRONODE_H2_MAX_HEADER_LIST_BYTES",
+    "MICRONODE_H2_MAX_PENDING_RESET_STREAMS",
+    "MICRONODE_H2_MAX_LOCAL_ERROR_RESET_STREAMS",
 ];
 
 impl Config {
@@ -385,6 +421,15 @@ impl Config {
             "MICRONODE_BODY_READ_TIMEOUT_MS" => server.body_read_timeout_ms,
             "MICRONODE_REQUEST_TIMEOUT_MS" => server.request_timeout_ms,
             "MICRONODE_SHUTDOWN_GRACE_MS" => server.shutdown_grace_ms,
+            "MICRONODE_IDLE_TIMEOUT_MS" => server.idle_timeout_ms,
+            "MICRONODE_H1_MAX_HEADERS" => server.h1_max_headers,
+            "MICRONODE_READ_BUFFER_BYTES" => server.read_buffer_bytes,
+            "MICRONODE_MAX_HEADER_BYTES" => server.max_header_bytes,
+            "MICRONODE_MAX_URI_BYTES" => server.max_uri_bytes,
+            "MICRONODE_H2_MAX_CONCURRENT_STREAMS" => server.h2_max_concurrent_streams,
+            "MICRONODE_H2_MAX_HEADER_LIST_BYTES" => server.h2_max_header_list_bytes,
+            "MICRONODE_H2_MAX_PENDING_RESET_STREAMS" => server.h2_max_pending_reset_streams,
+            "MICRONODE_H2_MAX_LOCAL_ERROR_RESET_STREAMS" => server.h2_max_local_error_reset_streams,
             "MICRONODE_MAX_BODY_BYTES" => limits.max_body_bytes,
             "MICRONODE_ALLOW_COMPRESSED" => limits.allow_compressed,
             "MICRONODE_DECODE_ABS_CAP_BYTES" => limits.decode_abs_cap_bytes,
@@ -460,6 +505,62 @@ impl Config {
             s.shutdown_grace_ms,
             0,
             DAY_MS,
+        )?;
+        range(
+            "server.idle_timeout_ms (MICRONODE_IDLE_TIMEOUT_MS)",
+            s.idle_timeout_ms,
+            1,
+            DAY_MS,
+        )?;
+        range(
+            "server.h1_max_headers (MICRONODE_H1_MAX_HEADERS)",
+            s.h1_max_headers,
+            1,
+            10_000,
+        )?;
+        // hyper refuses (panics on) a read buffer under 8 KiB.
+        range(
+            "server.read_buffer_bytes (MICRONODE_READ_BUFFER_BYTES)",
+            s.read_buffer_bytes,
+            8_192,
+            16 << 20,
+        )?;
+        range(
+            "server.max_header_bytes (MICRONODE_MAX_HEADER_BYTES)",
+            s.max_header_bytes,
+            256,
+            16 << 20,
+        )?;
+        range(
+            "server.max_uri_bytes (MICRONODE_MAX_URI_BYTES)",
+            s.max_uri_bytes,
+            16,
+            65_534,
+        )?;
+        range(
+            "server.h2_max_concurrent_streams (MICRONODE_H2_MAX_CONCURRENT_STREAMS)",
+            s.h2_max_concurrent_streams,
+            1,
+            100_000,
+        )?;
+        range(
+            "server.h2_max_header_list_bytes (MICRONODE_H2_MAX_HEADER_LIST_BYTES)",
+            s.h2_max_header_list_bytes,
+            256,
+            16 << 20,
+        )?;
+        // Finite by construction: 0 would be "no streams" and there is no "unlimited".
+        range(
+            "server.h2_max_pending_reset_streams (MICRONODE_H2_MAX_PENDING_RESET_STREAMS)",
+            s.h2_max_pending_reset_streams,
+            1,
+            100_000,
+        )?;
+        range(
+            "server.h2_max_local_error_reset_streams (MICRONODE_H2_MAX_LOCAL_ERROR_RESET_STREAMS)",
+            s.h2_max_local_error_reset_streams,
+            1,
+            1_000_000,
         )?;
         let l = &self.limits;
         range(
@@ -582,6 +683,10 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.server.request_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.idle_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -729,5 +834,57 @@ mod tests {
         let c = load(None, &[("MICRONODE_RL_RPS", "5")]).expect("valid");
         let back = Config::from_toml(&c.to_toml()).expect("round trip");
         assert_eq!(back, c);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any TOML text: parsed or refused with a message, never a panic; what parses and
+        /// validates renders back to the same config.
+        #[test]
+        fn any_toml_text_is_parsed_or_refused(text in "\\PC{0,200}") {
+            if let Ok(cfg) = Config::from_toml(&text)
+                && cfg.validate().is_ok()
+            {
+                prop_assert_eq!(Config::from_toml(&cfg.to_toml()), Ok(cfg));
+            }
+        }
+
+        /// Section-shaped TOML with plausible keys and junk values.
+        #[test]
+        fn toml_sections_with_junk_values(
+            section in prop::sample::select(vec!["server", "limits", "rate_limit", "storage", "ready", "dev", "log"]),
+            key in "[a-z_]{1,30}",
+            value in prop::sample::select(vec!["0", "-1", "1e99", "\"x\"", "true", "[]", "{}", "18446744073709551616", "\"127.0.0.1:0\""]),
+        ) {
+            let text = format!("[{section}]\n{key} = {value}\n");
+            if let Ok(cfg) = Config::from_toml(&text) {
+                let _ = cfg.validate();
+            }
+        }
+
+        /// Any value for any variable: applied or refused naming that variable, never a panic.
+        #[test]
+        fn any_env_value_is_applied_or_named(
+            var in prop::sample::select(ENV_VARS.to_vec()),
+            value in "\\PC{0,24}|[0-9]{1,25}|-[0-9]{1,5}",
+        ) {
+            prop_assume!(var != "MICRONODE_CONFIG");
+            let value2 = value.clone();
+            match Config::load(None, move |k| (k == var).then(|| value2.clone())) {
+                Ok(cfg) => prop_assert!(cfg.validate().is_ok()),
+                Err(ConfigError::Env { var: named, .. }) => prop_assert_eq!(named, var),
+                Err(ConfigError::Invalid { key, .. }) => {
+                    // Range errors name `section.key (VAR)`; the alias names the prefixed var.
+                    let shown = if var == "BIND_ADDR" { "MICRONODE_BIND_ADDR" } else { var };
+                    prop_assert!(key.contains(shown) || key.contains(var), "{} for {}", key, var);
+                }
+                Err(other) => prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
     }
 }

@@ -27,10 +27,12 @@ pub enum Code {
     Storage,
     Timeout,
     NotReady,
+    UriTooLong,
+    HeaderTooLarge,
 }
 
 impl Code {
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 17] = [
         Code::BadRequest,
         Code::NotFound,
         Code::MethodNotAllowed,
@@ -46,6 +48,8 @@ impl Code {
         Code::Storage,
         Code::Timeout,
         Code::NotReady,
+        Code::UriTooLong,
+        Code::HeaderTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +69,8 @@ impl Code {
             Code::Storage => "storage",
             Code::Timeout => "timeout",
             Code::NotReady => "not_ready",
+            Code::UriTooLong => "uri_too_long",
+            Code::HeaderTooLarge => "header_too_large",
         }
     }
 
@@ -81,6 +87,8 @@ impl Code {
             Code::Concurrency | Code::RateLimit => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal | Code::Storage => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Timeout | Code::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Code::UriTooLong => StatusCode::URI_TOO_LONG,
+            Code::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -132,6 +140,14 @@ pub enum ApiError {
     Storage,
     Timeout,
     NotReady,
+    /// Path and query over `limit` bytes.
+    UriTooLong {
+        limit: usize,
+    },
+    /// Header fields over `limit` bytes in all.
+    HeaderTooLarge {
+        limit: usize,
+    },
 }
 
 impl ApiError {
@@ -152,6 +168,8 @@ impl ApiError {
             ApiError::Storage => Code::Storage,
             ApiError::Timeout => Code::Timeout,
             ApiError::NotReady => Code::NotReady,
+            ApiError::UriTooLong { .. } => Code::UriTooLong,
+            ApiError::HeaderTooLarge { .. } => Code::HeaderTooLarge,
         }
     }
 
@@ -186,6 +204,14 @@ impl ApiError {
             ApiError::Storage => "storage error",
             ApiError::Timeout => "the request timed out",
             ApiError::NotReady => "not ready",
+            ApiError::UriTooLong { limit } => {
+                let _ = write!(out, "path and query exceed {limit} bytes");
+                return;
+            }
+            ApiError::HeaderTooLarge { limit } => {
+                let _ = write!(out, "header fields exceed {limit} bytes");
+                return;
+            }
         };
         out.push_str(msg);
     }
@@ -249,6 +275,8 @@ mod tests {
             (Code::Storage, 500, true),
             (Code::Timeout, 503, true),
             (Code::NotReady, 503, true),
+            (Code::UriTooLong, 414, false),
+            (Code::HeaderTooLarge, 431, false),
         ];
         assert_eq!(table.len(), Code::ALL.len());
         for (i, (code, status, retry)) in table.iter().enumerate() {

@@ -12,8 +12,8 @@ use crate::guards::GuardSpec;
 use crate::router::{Plane, ROUTES, RouteId, UNMATCHED, Verb};
 
 /// Statuses Micronode itself produces; the last slot catches anything else.
-const STATUSES: [u16; 16] = [
-    200, 201, 204, 304, 400, 404, 405, 408, 411, 412, 413, 415, 429, 500, 503, 0,
+const STATUSES: [u16; 18] = [
+    200, 201, 204, 304, 400, 404, 405, 408, 411, 412, 413, 414, 415, 429, 431, 500, 503, 0,
 ];
 const STATUS_SLOTS: usize = STATUSES.len();
 const ROUTE_SLOTS: usize = ROUTES.len() + 1;
@@ -31,11 +31,13 @@ fn status_slot(status: u16) -> usize {
         411 => 8,
         412 => 9,
         413 => 10,
-        415 => 11,
-        429 => 12,
-        500 => 13,
-        503 => 14,
-        _ => 15,
+        414 => 11,
+        415 => 12,
+        429 => 13,
+        431 => 14,
+        500 => 15,
+        503 => 16,
+        _ => 17,
     }
 }
 
@@ -181,6 +183,7 @@ pub struct Metrics {
     kv_ops: [AtomicU64; 4],
     kv_bytes_in: AtomicU64,
     kv_bytes_out: AtomicU64,
+    handler_panics: AtomicU64,
     pub flush_seconds: Histogram,
     pub commit_batch_size: Histogram,
     /// Record per-route series for dev routes too.
@@ -243,8 +246,11 @@ impl Metrics {
                 }
             }
         }
+        // Unmatched paths, and the protocol limits judged before any route is matched.
         for verb in main_verbs {
-            prewarmed[req_index(UNMATCHED, verb, status_slot(404))] = true;
+            for st in [404, 414, 431] {
+                prewarmed[req_index(UNMATCHED, verb, status_slot(st))] = true;
+            }
         }
         Self {
             requests,
@@ -254,6 +260,7 @@ impl Metrics {
             kv_ops: Default::default(),
             kv_bytes_in: AtomicU64::new(0),
             kv_bytes_out: AtomicU64::new(0),
+            handler_panics: AtomicU64::new(0),
             flush_seconds: Histogram::new(FLUSH_BOUNDS_NS, 1e9),
             commit_batch_size: Histogram::new(BATCH_BOUNDS, 1.0),
             dev_metrics,
@@ -281,6 +288,15 @@ impl Metrics {
 
     pub fn rejections(&self, code: Code) -> u64 {
         self.rejections[code.index()].load(Relaxed)
+    }
+
+    /// Counts a panic caught while answering a request (answered 500 `internal`).
+    pub fn handler_panic(&self) {
+        self.handler_panics.fetch_add(1, Relaxed);
+    }
+
+    pub fn handler_panics(&self) -> u64 {
+        self.handler_panics.load(Relaxed)
     }
 
     pub fn kv_op(&self, op: KvOp) {
@@ -363,6 +379,14 @@ impl Metrics {
                 self.rejections(code)
             );
         }
+
+        out.push_str("# HELP micronode_handler_panics_total Panics caught while answering a request; each was answered 500.\n");
+        out.push_str("# TYPE micronode_handler_panics_total counter\n");
+        let _ = writeln!(
+            out,
+            "micronode_handler_panics_total {}",
+            self.handler_panics()
+        );
 
         out.push_str("# HELP micronode_ready_inflight_current Requests in flight on /readyz.\n");
         out.push_str("# TYPE micronode_ready_inflight_current gauge\n");

@@ -115,6 +115,7 @@ pub static ROUTES: &[Route] = &[
     Route { template: "/v1/kv/{bucket}", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::ListKv, GuardSpec::KV_READ)] },
     Route { template: "/dev/echo", plane: Plane::Dev, endpoints: &[ep(Verb::Post, Handler::PostEcho, GuardSpec::DEV_ECHO)] },
     Route { template: "/dev/rl", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetRl, GuardSpec::DEV_RL)] },
+    Route { template: "/dev/panic", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetPanic, GuardSpec::DEV_ECHO)] },
 ];
 
 /// Index of a route in [`ROUTES`]; `ROUTES.len()` stands for "unmatched" in metrics.

@@ -2,7 +2,11 @@
 //! rate limit → decode guard → body cap → concurrency permit → timeout → handler. Everything
 //! before the handler looks at the request head only; the body is first polled by a handler.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt as _;
 
 use http::header::HeaderName;
 use http::request::Parts;
@@ -10,14 +14,14 @@ use http::{HeaderValue, Method, Request};
 use tracing::Instrument;
 
 use crate::app::{App, valid_request_id};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::guards::body::RequestBody;
 use crate::guards::rate_limit::{TokenBucket, retry_after_secs};
 use crate::guards::{BodyPlan, Bound, Bucket, check_head};
 use crate::handlers::{self, Cx};
 use crate::ready::Probe;
 use crate::response::{self, Resp};
-use crate::router::{Endpoint, Plane, ROUTES, UNMATCHED, Verb};
+use crate::router::{Endpoint, Plane, ROUTES, RouteId, UNMATCHED, Verb};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -31,26 +35,9 @@ pub async fn handle(app: &App, req: Request<RequestBody>) -> Resp {
     };
     let verb = Verb::of(&head.method);
 
-    let (route, result) = match app.router.at(head.uri.path()) {
-        None => (UNMATCHED, Err(ApiError::NotFound)),
-        Some((id, params)) => match ROUTES[id].endpoint(verb) {
-            None => (
-                id,
-                Err(ApiError::MethodNotAllowed {
-                    allow: app.router.allow(id).clone(),
-                }),
-            ),
-            Some(ep) => {
-                let span = tracing::debug_span!(
-                    "request",
-                    request_id = ?request_id,
-                    method = %head.method,
-                    route = ROUTES[id].template,
-                );
-                let run = run_endpoint(app, ep, verb, &head, &params, body, &request_id);
-                (id, run.instrument(span).await)
-            }
-        },
+    let (route, result) = match check_protocol_limits(app, &head) {
+        Err(e) => (UNMATCHED, Err(e)),
+        Ok(()) => route_and_run(app, verb, &head, body, &request_id).await,
     };
 
     let mut resp = match result {
@@ -85,6 +72,61 @@ pub async fn handle(app: &App, req: Request<RequestBody>) -> Resp {
         );
     }
     resp
+}
+
+/// Protocol limits judged before the route table is consulted, on both HTTP versions: path
+/// and query length (414) and the summed size of the header fields (431).
+fn check_protocol_limits(app: &App, head: &Parts) -> Result<(), ApiError> {
+    let limits = &app.cfg.server;
+    let uri_len = head.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > limits.max_uri_bytes {
+        return Err(ApiError::UriTooLong {
+            limit: limits.max_uri_bytes,
+        });
+    }
+    // As on the wire in HTTP/1: "name: value\r\n".
+    let header_bytes: usize = head
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(ApiError::HeaderTooLarge {
+            limit: limits.max_header_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Route match (404 / 405), then the endpoint's guards and handler.
+async fn route_and_run(
+    app: &App,
+    verb: Verb,
+    head: &Parts,
+    body: RequestBody,
+    request_id: &HeaderValue,
+) -> (RouteId, Result<Resp, ApiError>) {
+    match app.router.at(head.uri.path()) {
+        None => (UNMATCHED, Err(ApiError::NotFound)),
+        Some((id, params)) => match ROUTES[id].endpoint(verb) {
+            None => (
+                id,
+                Err(ApiError::MethodNotAllowed {
+                    allow: app.router.allow(id).clone(),
+                }),
+            ),
+            Some(ep) => {
+                let span = tracing::debug_span!(
+                    "request",
+                    request_id = ?request_id,
+                    method = %head.method,
+                    route = ROUTES[id].template,
+                );
+                let run = run_endpoint(app, ep, verb, head, &params, body, request_id);
+                (id, run.instrument(span).await)
+            }
+        },
+    }
 }
 
 /// The guards of one endpoint, then its handler.
@@ -128,7 +170,7 @@ async fn run_endpoint(
         plan,
         body,
     };
-    let handler = handlers::call(ep.handler, cx);
+    let handler = catch_panic(app, request_id, handlers::call(ep.handler, cx));
     let bound = match guards.timeout {
         None => return handler.await,
         Some(Bound::Ready) => app.cfg.ready_timeout(),
@@ -137,6 +179,48 @@ async fn run_endpoint(
     match tokio::time::timeout(bound, handler).await {
         Ok(result) => result,
         Err(_) => Err(ApiError::Timeout),
+    }
+}
+
+/// Runs a handler so that a panic in it answers 500 `internal` for this request only: it is
+/// logged with the request id and counted, and the handler's state (its permit included, which
+/// the caller holds) is dropped as usual.
+async fn catch_panic(
+    app: &App,
+    request_id: &HeaderValue,
+    handler: impl Future<Output = Result<Resp, ApiError>>,
+) -> Result<Resp, ApiError> {
+    match AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(result) => result,
+        Err(payload) => {
+            app.metrics.handler_panic();
+            tracing::error!(
+                request_id = ?request_id,
+                panic = panic_message(payload.as_ref()),
+                "handler panicked; answered 500"
+            );
+            Err(ApiError::Internal)
+        }
+    }
+}
+
+/// The answer to a panic outside any handler: 500 `internal`, logged and counted.
+pub fn answer_panic(app: &App, payload: &(dyn Any + Send)) -> Resp {
+    app.metrics.handler_panic();
+    app.metrics.reject(Code::Internal);
+    let request_id = app.new_request_id();
+    tracing::error!(request_id = ?request_id, panic = panic_message(payload), "request pipeline panicked; answered 500");
+    ApiError::Internal.into_response(&request_id)
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
     }
 }
 

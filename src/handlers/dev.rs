@@ -24,3 +24,9 @@ pub async fn get_rl(_cx: Cx<'_>) -> Result<Resp, ApiError> {
         Bytes::from_static(b"{\"ok\":true}"),
     ))
 }
+
+// GET /dev/panic — proves panic isolation: the request gets 500 `internal`, the connection and
+// the server live on, and the `/dev/echo` budget permit it holds is given back.
+pub async fn get_panic(_cx: Cx<'_>) -> Result<Resp, ApiError> {
+    panic!("GET /dev/panic asked for a panic")
+}

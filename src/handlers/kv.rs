@@ -50,11 +50,24 @@ pub fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The decoded key: 1–1024 bytes of UTF-8.
+/// The decoded key: 1–1024 bytes of UTF-8 with no control characters, read as `/`-separated
+/// segments none of which is empty, `.` or `..` — so that a key means the same thing to every
+/// client and proxy (many squash `//` and dot segments before sending) and never looks like a
+/// way out of its bucket. `%2F` decodes to `/`, the same key as a literal slash.
 pub fn decode_key(raw: &str) -> Result<String, ApiError> {
     let key = percent_decode(raw).ok_or(ApiError::BadRequest("invalid key encoding"))?;
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(ApiError::BadRequest("key must be 1 to 1024 bytes"));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "key must not contain control characters",
+        ));
+    }
+    if key.split('/').any(|seg| matches!(seg, "" | "." | "..")) {
+        return Err(ApiError::BadRequest(
+            "key segments must not be empty, \".\" or \"..\"",
+        ));
     }
     Ok(key)
 }
@@ -291,6 +304,41 @@ mod tests {
         assert!(decode_key("").is_err());
         assert!(decode_key(&"k".repeat(1025)).is_err());
         assert!(decode_key(&"k".repeat(1024)).is_ok());
+    }
+
+    #[test]
+    fn key_hygiene() {
+        for ok in ["a/b/c", "a.b", "...", "a/.b/c..", "%2E%2E%2Ea"] {
+            assert!(decode_key(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "..", ".", "../x", "a/../b", "a/./b", "a/..", "a//b", "/a", "a/", "%2E%2E/x",
+            "a%2F%2Fb", "a%2F..", "nul%00", "tab%09", "del%7F", "%C2%85",
+        ] {
+            assert!(decode_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any input at all: no panic, and an accepted key obeys every rule and stays inside
+        /// its bucket's engine prefix.
+        #[test]
+        fn decode_key_never_panics_and_accepts_only_clean_keys(raw in ".{0,64}|[a-z%0-9./]{0,64}") {
+            if let Ok(key) = decode_key(&raw) {
+                proptest::prop_assert!(!key.is_empty() && key.len() <= MAX_KEY_BYTES);
+                proptest::prop_assert!(!key.chars().any(char::is_control));
+                proptest::prop_assert!(key.split('/').all(|s| !matches!(s, "" | "." | "..")));
+                let full = crate::store::compose("bkt", &key);
+                proptest::prop_assert!(full.starts_with(b"bkt/"));
+            }
+        }
+
+        #[test]
+        fn bucket_check_never_panics(raw in ".{0,80}") {
+            if valid_bucket(&raw) {
+                proptest::prop_assert!(!raw.contains('/') && raw.len() <= MAX_BUCKET_CHARS);
+            }
+        }
     }
 
     #[test]

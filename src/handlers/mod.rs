@@ -70,4 +70,5 @@ handlers! {
     ListKv => kv::list_kv, answers [200, 400];
     PostEcho => dev::post_echo, answers [200, 400];
     GetRl => dev::get_rl, answers [200];
+    GetPanic => dev::get_panic, answers [];
 }
