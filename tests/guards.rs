@@ -5,7 +5,7 @@ mod support;
 
 use std::io::Write as _;
 
-use support::{Conn, TestServer, poll, request};
+use support::{Conn, TestServer, poll, request, rss_kib};
 
 fn rejections(s: &TestServer, reason: &str) -> f64 {
     s.metric(&format!(
@@ -283,17 +283,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     e.write_all(data).expect("vec write");
     e.finish().expect("vec finish")
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 /// With compression allowed, gzip is decoded while streaming; a bomb stops at the decoded

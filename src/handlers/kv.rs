@@ -66,7 +66,7 @@ pub fn decode_key(raw: &str) -> Result<String, ApiError> {
     }
     if key.split('/').any(|seg| matches!(seg, "" | "." | "..")) {
         return Err(ApiError::BadRequest(
-            "key segments must not be empty, \".\" or \"..\"",
+            "key segments must not be empty, . or ..",
         ));
     }
     Ok(key)

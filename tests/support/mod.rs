@@ -265,6 +265,18 @@ pub fn metric(addr: SocketAddr, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Resident memory of a process, in KiB (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
 /// Polls `f` until it returns `Some`, for at most `WAIT`.
 pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;
