@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]   — defaults < TOML file < env; every knob validated once at boot.
-//! - [`server`]   — accept loop, connection budget, header clock, graceful shutdown.
+//! - [`server`]   — accept loop, protocol limits, connection budget, header and idle clocks,
+//!   graceful drain.
 //! - [`service`]  — the per-request pipeline: request id, metrics, route match, guards, handler.
 //! - [`router`]   — THE route table (template, plane, per-method handler and guard spec).
 //! - [`guards`]   — inline head checks: rate limit, decode, body cap, concurrency, timeout.

@@ -226,7 +226,7 @@ pub async fn delete_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
 }
 
 /// `prefix`, `limit`, `after` from a query string; anything else is a bad query.
-fn list_query(query: Option<&str>) -> Result<(String, usize, Option<String>), ApiError> {
+pub fn list_query(query: Option<&str>) -> Result<(String, usize, Option<String>), ApiError> {
     let (mut prefix, mut limit, mut after) = (String::new(), DEFAULT_LIST_LIMIT, None);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
