@@ -154,7 +154,11 @@ impl RequestIds {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; 8 + 1 + 16];
         let len = write_hex(&mut buf, self.prefix, n);
-        HeaderValue::from_bytes(&buf[..len]).expect("hex digits and '-' are a valid header value")
+        let mut id = HeaderValue::from_bytes(&buf[..len])
+            .expect("hex digits and '-' are a valid header value");
+        // Unique per request: HTTP/2 would only churn its HPACK table indexing it.
+        id.set_sensitive(true);
+        id
     }
 }
 

@@ -10,17 +10,17 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use hyper::Request;
 use hyper::body::Incoming;
 use hyper::service::{HttpService, service_fn};
+use hyper::{Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::app::App;
 use crate::config::Config;
@@ -43,7 +43,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     let slots = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let timers = ConnTimers {
-        first_head: cfg.header_read_timeout(),
+        header: cfg.header_read_timeout(),
         idle: cfg.idle_timeout(),
     };
     app.ready.set(Probe::ListenersBound, true);
@@ -78,31 +78,45 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             tracing::debug!(cause = %e, %peer, "set_nodelay failed");
         }
 
-        // Counts request heads, for the first-head deadline and the idle timer.
-        let heads = Arc::new(AtomicU64::new(0));
-        let svc_app = Arc::clone(&app);
-        let svc_heads = Arc::clone(&heads);
+        // One per connection: the app and the counters the watchdog reads.
+        let conn_state = Arc::new(ConnState {
+            app: Arc::clone(&app),
+            heads: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+        });
+        let svc_state = Arc::clone(&conn_state);
         let svc = service_fn(move |req: Request<Incoming>| {
-            svc_heads.fetch_add(1, Ordering::Relaxed);
-            let app = Arc::clone(&svc_app);
+            let state = InFlight::enter(&svc_state);
+            if req.version() == Version::HTTP_2 {
+                state.0.h2.store(true, Ordering::Relaxed);
+            }
             async move {
-                let answer = AssertUnwindSafe(service::handle(&app, req.map(RequestBody::from)));
+                let app = &state.0.app;
+                let answer = AssertUnwindSafe(service::handle(app, req.map(RequestBody::from)));
                 // Handler panics are caught (with their route) inside `handle`; this is the
                 // last line for a bug anywhere else in the pipeline.
                 let resp = answer
                     .catch_unwind()
                     .await
-                    .unwrap_or_else(|payload| service::answer_panic(&app, payload.as_ref()));
+                    .unwrap_or_else(|payload| service::answer_panic(app, payload.as_ref()));
                 Ok::<_, Infallible>(resp)
             }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
-        let stop = stop_rx.clone();
+        let (close_tx, close_rx) = oneshot::channel();
+        tokio::spawn(watchdog(
+            close_tx,
+            conn_state,
+            stop_rx.clone(),
+            timers,
+            peer,
+        ));
         tokio::spawn(async move {
             let _slot = permit;
-            watch_connection(conn, heads, stop, timers, peer).await;
+            drive(conn, close_rx, peer).await;
         });
     }
 
@@ -123,10 +137,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
 fn builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     let s = &cfg.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No hyper header timer: re-arming it costs a clock read and a timer-wheel update per
+    // request; the connection watchdog enforces the same bound from two counters instead.
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout())
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_headers(s.h1_max_headers)
         .max_buf_size(s.read_buffer_bytes);
@@ -142,73 +157,127 @@ fn builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What the service of one connection shares with its watchdog.
+struct ConnState {
+    app: Arc<App>,
+    /// Request heads received.
+    heads: AtomicU64,
+    /// Requests whose future ended (so `heads - answered` are in flight).
+    answered: AtomicU64,
+    /// Set by the first HTTP/2 request.
+    h2: AtomicBool,
+}
+
+/// One request in flight on a connection: counted in at the head, out when its future ends,
+/// answered or dropped (a reset stream, a closed connection).
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn enter(state: &Arc<ConnState>) -> InFlight {
+        state.heads.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(state))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.answered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ConnTimers {
-    /// The first request head must arrive within this.
-    first_head: Duration,
+    /// A request head must arrive within this: the first one, and on HTTP/1 every next one
+    /// once the previous answer is out (slowloris, idle keep-alive).
+    header: Duration,
     /// No new request for this long closes the connection.
     idle: Duration,
 }
 
-/// Ticks of the idle clock per idle timeout: the close lands between 1 and 1¼ timeouts after
-/// the last request head, for one timer wake-up per quarter timeout instead of a clock read
-/// per request.
-const IDLE_TICKS: u32 = 4;
+/// Watchdog ticks per timeout: a close lands between 1 and 1¼ timeouts after the connection
+/// went quiet, for one timer wake-up per quarter timeout instead of timer work per request.
+const TICKS: u32 = 4;
 
-/// Drives one connection to its end under the first-head deadline, the idle timer and the
-/// server's stop signal.
-async fn watch_connection<C>(
-    conn: C,
-    heads: Arc<AtomicU64>,
-    mut stop: watch::Receiver<bool>,
-    timers: ConnTimers,
-    peer: SocketAddr,
-) where
+/// How the watchdog asks a connection to end.
+#[derive(Debug, Clone, Copy)]
+enum Close {
+    /// Drop it: nothing is in flight (no head in time, or an idle HTTP/1 connection).
+    Now,
+    /// Finish what is in flight, then close (HTTP/2: GOAWAY).
+    Graceful,
+}
+
+/// Drives one connection to its end. The hot path polls the connection and one oneshot
+/// receiver, nothing else: the clocks live in the connection's [`watchdog`] task, so a busy
+/// connection never touches a timer.
+async fn drive<C>(conn: C, close: oneshot::Receiver<Close>, peer: SocketAddr)
+where
     C: Future<Output = Result<(), BoxError>> + GracefulConnection,
 {
     tokio::pin!(conn);
-    // hyper's HTTP/1 header timer starts only once hyper-util has sniffed the protocol from
-    // the first bytes, so a connection that sends nothing would sit forever. This deadline
-    // covers the first request head on both protocols; hyper's own timer covers later heads
-    // (and so idle keep-alive) on HTTP/1.
-    let first_head = tokio::time::sleep(timers.first_head);
-    tokio::pin!(first_head);
-    let mut awaiting_first = true;
-    let tick = timers.idle / IDLE_TICKS;
-    let mut idle_clock = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
-    let (mut seen, mut quiet) = (0, 0);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(cause = %e, %peer, "connection ended with an error");
-                }
+    let result = tokio::select! {
+        biased;
+        r = conn.as_mut() => r,
+        why = close => match why {
+            Ok(Close::Now) => {
+                tracing::debug!(%peer, "closing connection: no request head in time");
                 return;
             }
-            () = &mut first_head, if awaiting_first => {
-                if heads.load(Ordering::Relaxed) == 0 {
-                    tracing::debug!(%peer, "closing connection: no request head in time");
-                    return;
-                }
-                awaiting_first = false;
-            }
-            _ = idle_clock.tick(), if !closing => {
-                let now = heads.load(Ordering::Relaxed);
-                quiet = if now == seen { quiet + 1 } else { 0 };
-                seen = now;
-                if quiet >= IDLE_TICKS {
-                    tracing::debug!(%peer, "closing idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
-            _ = stop.wait_for(|stopping| *stopping), if !closing => {
+            Ok(Close::Graceful) => {
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                conn.await
             }
-        }
+            // The watchdog only ends without a word once this task is gone; not reached.
+            Err(_) => conn.await,
+        },
+    };
+    if let Err(e) = result {
+        tracing::debug!(cause = %e, %peer, "connection ended with an error");
     }
+}
+
+/// The clocks of one connection, in their own task, ending as soon as the connection does:
+/// - no request head within the header timeout of the connection opening → dropped;
+/// - HTTP/1 with nothing in flight and no new head for the header timeout (an idle keep-alive
+///   or a head dribbled byte by byte) → dropped;
+/// - no new request for the idle timeout → graceful close (HTTP/2: GOAWAY);
+/// - the server's stop signal → graceful close.
+async fn watchdog(
+    mut close: oneshot::Sender<Close>,
+    state: Arc<ConnState>,
+    mut stop: watch::Receiver<bool>,
+    timers: ConnTimers,
+    peer: SocketAddr,
+) {
+    let tick = timers.header.min(timers.idle) / TICKS;
+    let mut clock = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    let (mut seen, mut quiet) = (0, Duration::ZERO);
+    let why = loop {
+        tokio::select! {
+            () = close.closed() => return,
+            _ = stop.wait_for(|stopping| *stopping) => break Close::Graceful,
+            _ = clock.tick() => {}
+        }
+        let heads = state.heads.load(Ordering::Relaxed);
+        let busy = heads != state.answered.load(Ordering::Relaxed);
+        if busy || heads != seen {
+            (seen, quiet) = (heads, Duration::ZERO);
+            continue;
+        }
+        quiet += tick;
+        if heads == 0 && quiet >= timers.header {
+            break Close::Now; // never sent a request head
+        }
+        let h2 = state.h2.load(Ordering::Relaxed);
+        if !h2 && quiet >= timers.header {
+            break Close::Now; // HTTP/1: the next head did not come in time
+        }
+        if quiet >= timers.idle {
+            tracing::debug!(%peer, "closing idle connection");
+            break Close::Graceful;
+        }
+    };
+    let _ = close.send(why);
 }
 
 /// The one thing the watcher needs of a hyper-util connection besides being a future.

@@ -18,7 +18,7 @@ use crate::error::{ApiError, Code};
 use crate::guards::body::RequestBody;
 use crate::guards::rate_limit::{TokenBucket, retry_after_secs};
 use crate::guards::{BodyPlan, Bound, Bucket, check_head};
-use crate::handlers::{self, Cx};
+use crate::handlers::{self, Cx, Step};
 use crate::ready::Probe;
 use crate::response::{self, Resp};
 use crate::router::{Endpoint, Plane, ROUTES, RouteId, UNMATCHED, Verb};
@@ -30,7 +30,11 @@ pub async fn handle(app: &App, req: Request<RequestBody>) -> Resp {
     let start = Instant::now();
     let (head, body) = req.into_parts();
     let request_id = match head.headers.get(&X_REQUEST_ID) {
-        Some(v) if valid_request_id(v) => v.clone(),
+        Some(v) if valid_request_id(v) => {
+            let mut v = v.clone();
+            v.set_sensitive(true); // per-request value: never worth an HPACK table entry
+            v
+        }
         _ => app.new_request_id(),
     };
     let verb = Verb::of(&head.method);
@@ -170,38 +174,41 @@ async fn run_endpoint(
         plan,
         body,
     };
-    let handler = catch_panic(app, request_id, handlers::call(ep.handler, cx));
-    let bound = match guards.timeout {
-        None => return handler.await,
-        Some(Bound::Ready) => app.cfg.ready_timeout(),
-        Some(Bound::Request) => app.cfg.request_timeout(),
+    // A handler that answers at once needs no timer: nothing could interrupt it anyway.
+    let called = std::panic::catch_unwind(AssertUnwindSafe(|| handlers::call(ep.handler, cx)));
+    let pending = match called {
+        Ok(Step::Done(result)) => return result,
+        Ok(Step::Pending(pending)) => pending,
+        Err(payload) => return Err(handler_panicked(app, request_id, payload.as_ref())),
     };
-    match tokio::time::timeout(bound, handler).await {
-        Ok(result) => result,
-        Err(_) => Err(ApiError::Timeout),
-    }
+    let handler = AssertUnwindSafe(pending).catch_unwind();
+    let result = match guards.timeout {
+        None => handler.await,
+        Some(bound) => {
+            let bound = match bound {
+                Bound::Ready => app.cfg.ready_timeout(),
+                Bound::Request => app.cfg.request_timeout(),
+            };
+            match tokio::time::timeout(bound, handler).await {
+                Ok(result) => result,
+                Err(_) => return Err(ApiError::Timeout),
+            }
+        }
+    };
+    result.unwrap_or_else(|payload| Err(handler_panicked(app, request_id, payload.as_ref())))
 }
 
-/// Runs a handler so that a panic in it answers 500 `internal` for this request only: it is
-/// logged with the request id and counted, and the handler's state (its permit included, which
-/// the caller holds) is dropped as usual.
-async fn catch_panic(
-    app: &App,
-    request_id: &HeaderValue,
-    handler: impl Future<Output = Result<Resp, ApiError>>,
-) -> Result<Resp, ApiError> {
-    match AssertUnwindSafe(handler).catch_unwind().await {
-        Ok(result) => result,
-        Err(payload) => {
-            app.metrics.handler_panic();
-            tracing::error!(
-                request_id = ?request_id,
-                panic = panic_message(payload.as_ref()),
-                "handler panicked; answered 500"
-            );
-            Err(ApiError::Internal)
-        }
-    }
+/// A panic in a handler answers 500 `internal` for that request only: it is logged with the
+/// request id and counted, and the handler's state (its permit included, which the caller
+/// holds) is dropped as usual.
+fn handler_panicked(app: &App, request_id: &HeaderValue, payload: &(dyn Any + Send)) -> ApiError {
+    app.metrics.handler_panic();
+    tracing::error!(
+        request_id = ?request_id,
+        panic = panic_message(payload),
+        "handler panicked; answered 500"
+    );
+    ApiError::Internal
 }
 
 /// The answer to a panic outside any handler: 500 `internal`, logged and counted.

@@ -421,3 +421,30 @@ fn junk_never_creates_metric_series() {
     assert_eq!(count(&mut c), before);
     still_serves(&s);
 }
+
+#[test]
+fn next_head_after_an_answer_is_on_the_header_clock_too() {
+    let s = server();
+    // An idle keep-alive connection is closed at the header timeout…
+    let mut idle = Conn::open(s.addr);
+    assert_eq!(idle.request("GET", "/healthz", &[], None).status, 200);
+    assert!(idle.is_closed_by_server(), "idle keep-alive closed");
+    // …and so is one that dribbles its second head after a first answer.
+    let mut c = Conn::open(s.addr);
+    assert_eq!(c.request("GET", "/healthz", &[], None).status, 200);
+    let mut writer = c.reader.get_ref().try_clone().expect("clone");
+    let dribbler = std::thread::spawn(move || {
+        for b in b"GET /healthz HTTP/1.1\r\nx-slow: "
+            .iter()
+            .chain([b'a'; 300].iter())
+        {
+            if writer.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    assert!(c.is_closed_by_server(), "dribbled second head closed");
+    let _ = dribbler.join();
+    still_serves(&s);
+}

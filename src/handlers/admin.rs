@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 
-use super::Cx;
+use super::{Cx, Step};
 use crate::error::ApiError;
 use crate::response::{self, PROMETHEUS_TEXT, Resp};
 
@@ -11,20 +11,27 @@ const HEALTHZ_BODY: &[u8] = b"{\"status\":\"ok\"}";
 const PONG_BODY: &[u8] = b"{\"pong\":true}";
 
 // GET /healthz
-pub async fn get_healthz(_cx: Cx<'_>) -> Result<Resp, ApiError> {
+pub fn get_healthz(_cx: Cx<'_>) -> Result<Resp, ApiError> {
     Ok(response::json(
         StatusCode::OK,
         Bytes::from_static(HEALTHZ_BODY),
     ))
 }
 
-// GET /readyz
-pub async fn get_readyz(cx: Cx<'_>) -> Result<Resp, ApiError> {
+// GET /readyz — answers at once, unless the dev sleep hook is on.
+pub fn get_readyz(cx: Cx<'_>) -> Step<'_> {
     let sleep_ms = cx.app.cfg.ready.sleep_ms;
-    if sleep_ms > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)).await;
+    if sleep_ms == 0 {
+        return Step::Done(readyz_verdict(&cx));
     }
-    // Judged after the (dev) sleep, so a request held across SIGTERM reports draining.
+    Step::Pending(Box::pin(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)).await;
+        // Judged after the sleep, so a request held across SIGTERM reports draining.
+        readyz_verdict(&cx)
+    }))
+}
+
+fn readyz_verdict(cx: &Cx<'_>) -> Result<Resp, ApiError> {
     let verdict = cx.app.ready.verdict(std::time::Instant::now());
     let status = if verdict.ready {
         StatusCode::OK
@@ -35,18 +42,18 @@ pub async fn get_readyz(cx: Cx<'_>) -> Result<Resp, ApiError> {
 }
 
 // GET /version
-pub async fn get_version(cx: Cx<'_>) -> Result<Resp, ApiError> {
+pub fn get_version(cx: Cx<'_>) -> Result<Resp, ApiError> {
     Ok(response::json(StatusCode::OK, cx.app.version_body.clone()))
 }
 
 // GET /metrics
-pub async fn get_metrics(cx: Cx<'_>) -> Result<Resp, ApiError> {
+pub fn get_metrics(cx: Cx<'_>) -> Result<Resp, ApiError> {
     let text = cx.app.metrics.render(&cx.app.gauges());
     Ok(response::with_body(StatusCode::OK, PROMETHEUS_TEXT, text))
 }
 
 // GET /v1/ping
-pub async fn get_ping(_cx: Cx<'_>) -> Result<Resp, ApiError> {
+pub fn get_ping(_cx: Cx<'_>) -> Result<Resp, ApiError> {
     Ok(response::json(
         StatusCode::OK,
         Bytes::from_static(PONG_BODY),

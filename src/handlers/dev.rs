@@ -18,7 +18,7 @@ pub async fn post_echo(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
 }
 
 // GET /dev/rl
-pub async fn get_rl(_cx: Cx<'_>) -> Result<Resp, ApiError> {
+pub fn get_rl(_cx: Cx<'_>) -> Result<Resp, ApiError> {
     Ok(response::json(
         StatusCode::OK,
         Bytes::from_static(b"{\"ok\":true}"),
@@ -27,6 +27,6 @@ pub async fn get_rl(_cx: Cx<'_>) -> Result<Resp, ApiError> {
 
 // GET /dev/panic — proves panic isolation: the request gets 500 `internal`, the connection and
 // the server live on, and the `/dev/echo` budget permit it holds is given back.
-pub async fn get_panic(_cx: Cx<'_>) -> Result<Resp, ApiError> {
+pub fn get_panic(_cx: Cx<'_>) -> Result<Resp, ApiError> {
     panic!("GET /dev/panic asked for a panic")
 }

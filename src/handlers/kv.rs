@@ -137,7 +137,7 @@ fn store_error(cx: &Cx<'_>, e: StoreError) -> ApiError {
 }
 
 // GET /v1/kv/{bucket}/{*key}  (HEAD is the same without a body)
-pub async fn get_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
+pub fn get_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
     let (bucket, key) = bucket_and_key(cx.params)?;
     cx.app.metrics.kv_op(KvOp::Get);
     let value = cx
@@ -253,7 +253,7 @@ pub fn list_query(query: Option<&str>) -> Result<(String, usize, Option<String>)
 }
 
 // GET /v1/kv/{bucket}
-pub async fn list_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
+pub fn list_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
     let bucket = cx.param("bucket");
     if !valid_bucket(bucket) {
         return Err(ApiError::BadRequest("invalid bucket name"));

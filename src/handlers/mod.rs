@@ -1,11 +1,16 @@
-//! Handlers: plain async functions, one per route method, named `verb_noun`. The
-//! [`handlers!`] list below is the one place a handler is named for the route table; it
-//! generates the `Handler` id used by the table, the dispatch `match` (one state machine, no
-//! boxing per request) and the statuses each handler can answer (for metric prewarming).
+//! Handlers: plain functions, one per route method, named `verb_noun`. Most answer at once
+//! (`sync`: a plain `fn`); the ones that wait — for a body, a commit, a sleep — are `async fn`
+//! and get boxed when called, so the fast path carries no big state machine and allocates no
+//! future. The [`handlers!`] list below is the one place a handler is named for the route
+//! table; it generates the `Handler` id used by the table, the dispatch `match` and the
+//! statuses each handler can answer (for metric prewarming).
 
 pub mod admin;
 pub mod dev;
 pub mod kv;
+
+use std::future::Future;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -40,15 +45,36 @@ impl Cx<'_> {
     }
 }
 
+/// What a handler gives back: an answer now, or a future that will produce one.
+pub enum Step<'a> {
+    Done(Result<Resp, ApiError>),
+    Pending(Pending<'a>),
+}
+
+/// A handler that has to wait, boxed (its state lives on the heap, not in every request's).
+pub type Pending<'a> = Pin<Box<dyn Future<Output = Result<Resp, ApiError>> + Send + 'a>>;
+
+macro_rules! dispatch {
+    (sync, $path:path, $cx:ident) => {
+        Step::Done($path($cx))
+    };
+    (async, $path:path, $cx:ident) => {
+        Step::Pending(Box::pin($path($cx)))
+    };
+    (step, $path:path, $cx:ident) => {
+        $path($cx)
+    };
+}
+
 macro_rules! handlers {
-    ($($variant:ident => $path:path, answers [$($status:literal),*];)*) => {
+    ($($variant:ident => $kind:ident $path:path, answers [$($status:literal),*];)*) => {
         /// Names a handler in the route table.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Handler { $($variant),* }
 
-        /// Runs a handler.
-        pub async fn call(handler: Handler, cx: Cx<'_>) -> Result<Resp, ApiError> {
-            match handler { $(Handler::$variant => $path(cx).await),* }
+        /// Runs a handler up to its first wait.
+        pub fn call(handler: Handler, cx: Cx<'_>) -> Step<'_> {
+            match handler { $(Handler::$variant => dispatch!($kind, $path, cx)),* }
         }
 
         /// The statuses a handler itself can answer (guards add theirs).
@@ -58,17 +84,19 @@ macro_rules! handlers {
     };
 }
 
+// `sync`: `fn(Cx) -> Result`; `async`: `async fn(Cx) -> Result`; `step`: `fn(Cx) -> Step`
+// (answers at once unless it has to wait).
 handlers! {
-    GetHealthz => admin::get_healthz, answers [200];
-    GetReadyz => admin::get_readyz, answers [200, 503];
-    GetVersion => admin::get_version, answers [200];
-    GetMetrics => admin::get_metrics, answers [200];
-    GetPing => admin::get_ping, answers [200];
-    GetKv => kv::get_kv, answers [200, 304, 400, 404];
-    PutKv => kv::put_kv, answers [201, 204, 400, 412];
-    DeleteKv => kv::delete_kv, answers [204, 400, 404, 412];
-    ListKv => kv::list_kv, answers [200, 400];
-    PostEcho => dev::post_echo, answers [200, 400];
-    GetRl => dev::get_rl, answers [200];
-    GetPanic => dev::get_panic, answers [];
+    GetHealthz => sync admin::get_healthz, answers [200];
+    GetReadyz => step admin::get_readyz, answers [200, 503];
+    GetVersion => sync admin::get_version, answers [200];
+    GetMetrics => sync admin::get_metrics, answers [200];
+    GetPing => sync admin::get_ping, answers [200];
+    GetKv => sync kv::get_kv, answers [200, 304, 400, 404];
+    PutKv => async kv::put_kv, answers [201, 204, 400, 412];
+    DeleteKv => async kv::delete_kv, answers [204, 400, 404, 412];
+    ListKv => sync kv::list_kv, answers [200, 400];
+    PostEcho => async dev::post_echo, answers [200, 400];
+    GetRl => sync dev::get_rl, answers [200];
+    GetPanic => sync dev::get_panic, answers [];
 }
