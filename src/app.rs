@@ -12,6 +12,7 @@ use crate::guards::body::BodyLimits;
 use crate::guards::budget::InflightBudget;
 use crate::guards::rate_limit::TokenBucket;
 use crate::guards::{BudgetId, HeadLimits};
+use crate::latency::ServiceTimes;
 use crate::metrics::{Gauges, Metrics};
 use crate::ready::{PROBES, Probe, Readiness};
 use crate::router::Router;
@@ -40,6 +41,8 @@ pub struct App {
     pub head_limits: HeadLimits,
     pub body_limits: BodyLimits,
     pub version_body: Bytes,
+    /// Service-time histograms for `/dev/latency`; `None` unless `MICRONODE_DEV_METRICS=1`.
+    pub service_times: Option<ServiceTimes>,
     request_ids: RequestIds,
 }
 
@@ -71,7 +74,8 @@ impl App {
             built_at_unix()
         ));
         App {
-            router: Router::new(cfg.dev.routes),
+            router: Router::new(cfg.dev.routes, cfg.dev.metrics),
+            service_times: cfg.dev.metrics.then(ServiceTimes::new),
             budgets: [
                 InflightBudget::new(cfg.ready.max_inflight),
                 InflightBudget::new(cfg.limits.kv_max_inflight),

@@ -10,6 +10,7 @@
 //! - [`handlers`] — plain async handlers: admin plane, KV, dev routes.
 //! - [`store`]    — the `Storage` trait, the `sled` and `mem` engines, group commit.
 //! - [`metrics`]  — the boot-resolved, prewarmed Prometheus registry.
+//! - [`latency`]  — dev-only service-time HdrHistograms behind `/dev/latency`.
 //! - [`ready`]    — readiness probes, draining, the windowed error-rate gate.
 //! - [`error`]    — the one response error type and its envelope.
 //! - [`response`] — response building blocks.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod guards;
 pub mod handlers;
+pub mod latency;
 pub mod logging;
 pub mod metrics;
 pub mod ready;

@@ -228,7 +228,8 @@ impl Metrics {
         let mut prewarmed = vec![false; ROUTE_SLOTS * Verb::COUNT * STATUS_SLOTS];
         let main_verbs = [Verb::Get, Verb::Head, Verb::Post, Verb::Put, Verb::Delete];
         for (id, route) in ROUTES.iter().enumerate() {
-            if route.plane == Plane::Dev && !(dev_routes && dev_metrics) {
+            // Dev routes get series only when dev metrics are on too.
+            if !route.plane.served(dev_routes && dev_metrics, dev_metrics) {
                 continue;
             }
             for verb in main_verbs {
@@ -325,7 +326,10 @@ impl Metrics {
         out.push_str("# HELP micronode_http_requests_total HTTP requests answered, by route template, method and status.\n");
         out.push_str("# TYPE micronode_http_requests_total counter\n");
         for route in 0..ROUTE_SLOTS {
-            if ROUTES.get(route).is_some_and(|r| r.plane == Plane::Dev) && !self.dev_routes {
+            if ROUTES
+                .get(route)
+                .is_some_and(|r| !r.plane.served(self.dev_routes, self.dev_metrics))
+            {
                 continue;
             }
             for verb in Verb::ALL {

@@ -7,12 +7,25 @@ use http::{HeaderValue, Method};
 use crate::guards::GuardSpec;
 use crate::handlers::Handler;
 
-/// Where a route lives; dev routes exist only with `MICRONODE_DEV_ROUTES=1`.
+/// Where a route lives; dev routes exist only with `MICRONODE_DEV_ROUTES=1`, the service-time
+/// routes only with `MICRONODE_DEV_METRICS=1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plane {
     Admin,
     Feature,
     Dev,
+    DevMetrics,
+}
+
+impl Plane {
+    /// Whether routes of this plane are served under these dev flags.
+    pub fn served(self, dev_routes: bool, dev_metrics: bool) -> bool {
+        match self {
+            Plane::Admin | Plane::Feature => true,
+            Plane::Dev => dev_routes,
+            Plane::DevMetrics => dev_metrics,
+        }
+    }
 }
 
 /// Request methods we label metrics with; anything else is `Other`, so an attacker cannot
@@ -116,6 +129,8 @@ pub static ROUTES: &[Route] = &[
     Route { template: "/dev/echo", plane: Plane::Dev, endpoints: &[ep(Verb::Post, Handler::PostEcho, GuardSpec::DEV_ECHO)] },
     Route { template: "/dev/rl", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetRl, GuardSpec::DEV_RL)] },
     Route { template: "/dev/panic", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetPanic, GuardSpec::DEV_ECHO)] },
+    Route { template: "/dev/latency", plane: Plane::DevMetrics, endpoints: &[ep(Verb::Get, Handler::GetLatency, GuardSpec::ADMIN)] },
+    Route { template: "/dev/latency/reset", plane: Plane::DevMetrics, endpoints: &[ep(Verb::Post, Handler::PostLatencyReset, GuardSpec::ADMIN)] },
 ];
 
 /// Index of a route in [`ROUTES`]; `ROUTES.len()` stands for "unmatched" in metrics.
@@ -153,12 +168,12 @@ pub struct Router {
 }
 
 impl Router {
-    /// Registers every route of the table (dev routes only when `dev_routes`). A bad template
-    /// is a bug in the table, caught by the unit test below, so this panics with its name.
-    pub fn new(dev_routes: bool) -> Router {
+    /// Registers every route of the table served under the dev flags. A bad template is a bug
+    /// in the table, caught by the unit test below, so this panics with its name.
+    pub fn new(dev_routes: bool, dev_metrics: bool) -> Router {
         let mut tree = matchit::Router::new();
         for (id, route) in ROUTES.iter().enumerate() {
-            if route.plane == Plane::Dev && !dev_routes {
+            if !route.plane.served(dev_routes, dev_metrics) {
                 continue;
             }
             if let Err(e) = tree.insert(route.template, id) {
@@ -196,21 +211,21 @@ mod tests {
 
     #[test]
     fn every_template_registers_with_dev_routes_on() {
-        let r = Router::new(true);
+        let r = Router::new(true, true);
         assert_eq!(r.at("/healthz").map(|m| m.0), Some(0));
         assert!(r.at("/dev/echo").is_some());
     }
 
     #[test]
     fn dev_routes_are_absent_when_off() {
-        let r = Router::new(false);
+        let r = Router::new(false, false);
         assert!(r.at("/dev/echo").is_none());
         assert!(r.at("/dev/rl").is_none());
     }
 
     #[test]
     fn kv_paths_match_with_slashes_in_the_key() {
-        let r = Router::new(false);
+        let r = Router::new(false, false);
         let (id, params) = r.at("/v1/kv/b1/a/b/c").expect("kv route");
         assert_eq!(ROUTES[id].template, "/v1/kv/{bucket}/{*key}");
         assert_eq!(params.get("bucket"), Some("b1"));
@@ -221,7 +236,7 @@ mod tests {
 
     #[test]
     fn allow_header_lists_head_after_get() {
-        let r = Router::new(false);
+        let r = Router::new(false, false);
         let (id, _) = r.at("/v1/kv/b/k").expect("kv route");
         assert_eq!(r.allow(id), "GET, HEAD, PUT, DELETE");
         let (id, _) = r.at("/healthz").expect("healthz");

@@ -57,8 +57,11 @@ pub async fn handle(app: &App, req: Request<RequestBody>) -> Resp {
     let status = resp.status().as_u16();
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     let now = Instant::now();
-    app.metrics
-        .observe_request(route, verb, status, now.duration_since(start));
+    let elapsed = now.duration_since(start);
+    app.metrics.observe_request(route, verb, status, elapsed);
+    if let Some(times) = &app.service_times {
+        times.record(route, elapsed);
+    }
     if route == UNMATCHED || ROUTES[route].plane != Plane::Admin {
         // Admin answers stay out of the error window: a 503 from /readyz must not feed the
         // gate that produced it.

@@ -230,3 +230,45 @@ fn silent_and_slow_header_connections_are_closed() {
     // (A read that times out on the test side would count as "not closed" and fail.)
     assert_eq!(s.get("/healthz").status, 200, "server still serves");
 }
+
+/// `/dev/latency` exists only with `MICRONODE_DEV_METRICS=1`, counts answers per route and
+/// empties on `POST /dev/latency/reset`.
+#[test]
+fn dev_latency_reports_and_resets() {
+    let off = TestServer::start(&[("MICRONODE_DEV_ROUTES", "1")]);
+    assert_eq!(off.get("/dev/latency").status, 404);
+
+    let s = TestServer::start(&[("MICRONODE_DEV_METRICS", "1")]);
+    let mut c = Conn::open(s.addr);
+    for _ in 0..25 {
+        assert_eq!(c.request("GET", "/healthz", &[], None).status, 200);
+    }
+    let report = c.request("GET", "/dev/latency", &[], None).json();
+    assert_eq!(report["unit"], "us");
+    let healthz = report["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["route"] == "/healthz")
+        .expect("a /healthz row")
+        .clone();
+    assert_eq!(healthz["count"], 25);
+    let p50 = healthz["p50"].as_f64().expect("p50");
+    let p99 = healthz["p99"].as_f64().expect("p99");
+    let max = healthz["max"].as_f64().expect("max");
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{healthz}");
+
+    assert_eq!(
+        c.request("POST", "/dev/latency/reset", &[], None).status,
+        204
+    );
+    let report = c.request("GET", "/dev/latency", &[], None).json();
+    let healthz = report["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["route"] == "/healthz")
+        .expect("a /healthz row")
+        .clone();
+    assert_eq!(healthz["count"], 0);
+}

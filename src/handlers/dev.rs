@@ -30,3 +30,17 @@ pub fn get_rl(_cx: Cx<'_>) -> Result<Resp, ApiError> {
 pub fn get_panic(_cx: Cx<'_>) -> Result<Resp, ApiError> {
     panic!("GET /dev/panic asked for a panic")
 }
+
+// GET /dev/latency (MICRONODE_DEV_METRICS=1) — service time per route: count, mean and
+// p50/p90/p99/p99.9/max in microseconds.
+pub fn get_latency(cx: Cx<'_>) -> Result<Resp, ApiError> {
+    let times = cx.app.service_times.as_ref().ok_or(ApiError::NotFound)?;
+    Ok(response::json(StatusCode::OK, times.to_json()))
+}
+
+// POST /dev/latency/reset (MICRONODE_DEV_METRICS=1) — empties every service-time histogram.
+pub fn post_latency_reset(cx: Cx<'_>) -> Result<Resp, ApiError> {
+    let times = cx.app.service_times.as_ref().ok_or(ApiError::NotFound)?;
+    times.reset();
+    Ok(response::empty(StatusCode::NO_CONTENT))
+}

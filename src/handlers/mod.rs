@@ -99,4 +99,6 @@ handlers! {
     PostEcho => async dev::post_echo, answers [200, 400];
     GetRl => sync dev::get_rl, answers [200];
     GetPanic => sync dev::get_panic, answers [];
+    GetLatency => sync dev::get_latency, answers [200];
+    PostLatencyReset => sync dev::post_latency_reset, answers [204];
 }
