@@ -1,7 +1,9 @@
 //! In-process benches of the full request path (route match → guards → handler → response),
-//! no TCP. Names carry their parameters.
+//! no TCP. Names carry their parameters: `kv_put_4kib_sled_periodic` is a PUT of a 4 KiB value
+//! on a sled store in `periodic` durability (a `sync` PUT would measure the disk's fsync).
 //!
 //!     cargo bench --bench request_path
+//!     cargo bench --bench request_path -- kv_get     # a subset
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,15 +16,13 @@ use micronode::config::Config;
 use micronode::guards::body::RequestBody;
 use micronode::service::handle;
 
-fn app() -> Arc<App> {
-    let env: HashMap<&str, &str> = [
-        ("MICRONODE_STORAGE_ENGINE", "mem"),
-        ("MICRONODE_MAX_BODY_BYTES", "1024"),
-    ]
-    .into_iter()
-    .collect();
+const VALUE_128B: &[u8] = &[b'a'; 128];
+const VALUE_4KIB: &[u8] = &[b'b'; 4096];
+
+fn app(env: &[(&str, &str)]) -> Arc<App> {
+    let env: HashMap<&str, &str> = env.iter().copied().collect();
     let cfg = Config::load(None, |k| env.get(k).map(|v| v.to_string())).expect("valid config");
-    micronode::build_app(cfg).expect("mem store opens")
+    micronode::build_app(cfg).expect("store opens")
 }
 
 fn req(
@@ -39,41 +39,85 @@ fn req(
         .expect("valid request")
 }
 
+fn put(path: &str, body: &'static [u8]) -> Request<RequestBody> {
+    let len = body.len().to_string();
+    let mut r = req("PUT", path, &[], body);
+    r.headers_mut().insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from_str(&len).expect("digits"),
+    );
+    r
+}
+
 fn benches(c: &mut Criterion) {
-    let app = app();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let run = |r: Request<RequestBody>| rt.block_on(handle(&app, r)).status();
-    assert_eq!(
-        run(req(
-            "PUT",
-            "/v1/kv/b/k",
-            &[("content-length", "128")],
-            &[b'a'; 128]
-        )),
-        201
-    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sled_path = dir.path().join("data").display().to_string();
+    let engines = [
+        (
+            "mem",
+            app(&[
+                ("MICRONODE_STORAGE_ENGINE", "mem"),
+                ("MICRONODE_MAX_BODY_BYTES", "8192"),
+            ]),
+        ),
+        (
+            "sled_periodic",
+            app(&[
+                ("MICRONODE_STORAGE_ENGINE", "sled"),
+                ("MICRONODE_STORAGE_PATH", &sled_path),
+                ("MICRONODE_DURABILITY", "periodic"),
+                ("MICRONODE_MAX_BODY_BYTES", "8192"),
+            ]),
+        ),
+    ];
 
+    let admin = &engines[0].1;
+    let run = |app: &App, r: Request<RequestBody>| rt.block_on(handle(app, r)).status();
     c.bench_function("healthz", |b| {
-        b.iter(|| run(req("GET", "/healthz", &[], b"")))
+        b.iter(|| run(admin, req("GET", "/healthz", &[], b"")))
     });
     c.bench_function("readyz", |b| {
-        b.iter(|| run(req("GET", "/readyz", &[], b"")))
+        b.iter(|| run(admin, req("GET", "/readyz", &[], b"")))
     });
     c.bench_function("reject_415_content_encoding", |b| {
-        b.iter(|| run(req("GET", "/v1/ping", &[("content-encoding", "gzip")], b"")))
+        b.iter(|| {
+            run(
+                admin,
+                req("GET", "/v1/ping", &[("content-encoding", "gzip")], b""),
+            )
+        })
     });
     c.bench_function("reject_413_declared_length", |b| {
-        b.iter(|| run(req("PUT", "/v1/kv/b/k", &[("content-length", "4096")], b"")))
+        b.iter(|| {
+            run(
+                admin,
+                req("PUT", "/v1/kv/b/k", &[("content-length", "100000")], b""),
+            )
+        })
     });
-    c.bench_function("kv_get_hit_128b_mem", |b| {
-        b.iter(|| run(req("GET", "/v1/kv/b/k", &[], b"")))
-    });
-    c.bench_function("kv_get_miss_mem", |b| {
-        b.iter(|| run(req("GET", "/v1/kv/b/missing", &[], b"")))
-    });
+
+    for (engine, app) in &engines {
+        // The names the issue asks for: sled reads are named by engine alone.
+        let read_name = engine.trim_end_matches("_periodic");
+        assert_eq!(run(app, put("/v1/kv/b/k128", VALUE_128B)), 201);
+        assert_eq!(run(app, req("GET", "/v1/kv/b/k128", &[], b"")), 200);
+        c.bench_function(&format!("kv_get_hit_128b_{read_name}"), |b| {
+            b.iter(|| run(app, req("GET", "/v1/kv/b/k128", &[], b"")))
+        });
+        c.bench_function(&format!("kv_get_miss_{read_name}"), |b| {
+            b.iter(|| run(app, req("GET", "/v1/kv/b/missing", &[], b"")))
+        });
+        c.bench_function(&format!("kv_put_128b_{engine}"), |b| {
+            b.iter(|| run(app, put("/v1/kv/b/p128", VALUE_128B)))
+        });
+        c.bench_function(&format!("kv_put_4kib_{engine}"), |b| {
+            b.iter(|| run(app, put("/v1/kv/b/p4k", VALUE_4KIB)))
+        });
+    }
 }
 
 criterion_group!(request_path, benches);

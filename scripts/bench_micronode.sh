@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The wrk harness: every fast path and hot reject of SPEC §8 against the release binary, the
+# server pinned to core SERVER_CPU with one worker, wrk to core CLIENT_CPU. Per row: client RPS,
+# wrk p50/p99, server CPU µs per request (utime+stime from /proc ÷ requests), server-side mean
+# service time (Prometheus histogram sum/count delta) and p99 (from /dev/latency). Medians of
+# ROUNDS runs. Rows:
+#   healthz, readyz                 the fast path and the guarded probe
+#   rej415, rej413, rej429          hot rejects: Content-Encoding, oversized Content-Length
+#                                   (answered with Connection: close, so wrk reconnects), /dev/rl
+#   kvget128                        KV GET of a 128 B value (sled)
+#   kvput128_sync, kvput128_sync_c1 KV PUT 128 B, durability=sync, CONNS and 1 connection
+#   kvput128_periodic               KV PUT 128 B, durability=periodic
+# Knobs: THREADS (1), CONNS (64), DUR (5s), ROUNDS (3), ROWS (space-separated subset),
+# LATENCY=0 to run without MICRONODE_DEV_METRICS (then no p99 column).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib_bench.sh
+ROUNDS="${ROUNDS:-3}"
+ROWS="${ROWS:-healthz readyz rej415 rej413 rej429 kvget128 kvput128_sync kvput128_sync_c1 kvput128_periodic}"
+PORT="${PORT:-5398}"
+LATENCY="${LATENCY:-1}"
+base="http://127.0.0.1:$PORT"
+
+bench_tools
+cargo build --release --quiet --bin micronode
+
+cat >"$BENCH_TMP/enc.lua" <<'LUA'
+wrk.headers["Content-Encoding"] = "gzip"
+LUA
+cat >"$BENCH_TMP/big.lua" <<'LUA'
+wrk.method = "PUT"
+wrk.headers["Content-Length"] = "2000000"
+LUA
+cat >"$BENCH_TMP/put.lua" <<'LUA'
+local body = string.rep("v", 128)
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("PUT", "/v1/kv/bench/k" .. n, nil, body)
+end
+LUA
+
+node_env=(MICRONODE_DEV_ROUTES=1)
+[ "$LATENCY" = "1" ] && node_env+=(MICRONODE_DEV_METRICS=1)
+current=""
+# use_server MODE — (re)starts the server when the durability mode changes.
+use_server() {
+  [ "$current" = "$1" ] && return 0
+  [ -n "$current" ] && stop_pid "$NODE_PID"
+  rm -rf "$BENCH_TMP/data-$PORT"
+  start_node "$PORT" "${node_env[@]}" MICRONODE_DURABILITY="$1"
+  head -c 128 /dev/zero | tr '\0' v | curl -fs -X PUT --data-binary @- "$base/v1/kv/bench/k128" >/dev/null
+  current=$1
+  echo "# server ($1): idle RSS $(awk '/VmRSS/{print $2}' "/proc/$NODE_PID/status") KiB"
+}
+
+# prom METHOD ROUTE — "sum count" of the latency histogram series.
+prom() {
+  curl -fs "$base/metrics" | awk -v sel="method=\"$1\",route=\"$2\"" '
+    index($0, "micronode_request_latency_seconds_sum{" sel "}") == 1 { s = $2 }
+    index($0, "micronode_request_latency_seconds_count{" sel "}") == 1 { c = $2 }
+    END { printf "%s %s\n", s + 0, c + 0 }'
+}
+
+# dev_p99 ROUTE — p99 µs from /dev/latency ("-" when off).
+dev_p99() {
+  if [ "$LATENCY" = "1" ]; then
+    curl -fs "$base/dev/latency" | jq -r --arg r "$1" '.routes[] | select(.route == $r) | .p99'
+  else
+    echo "-"
+  fi
+}
+
+# row NAME MODE METHOD ROUTE PATH [wrk args…]
+row() {
+  local name=$1 mode=$2 method=$3 route=$4 path=$5
+  shift 5
+  case " $ROWS " in *" $name "*) ;; *) return 0 ;; esac
+  use_server "$mode"
+  local r s0 c0 s1 c1 rps p50 p99 cpu mean lp99
+  for r in $(seq 1 "$ROUNDS"); do
+    [ "$LATENCY" = "1" ] && curl -fs -X POST "$base/dev/latency/reset" >/dev/null
+    read -r s0 c0 < <(prom "$method" "$route")
+    read -r rps p50 p99 cpu _ < <(wrk_run "$NODE_PID" "$base$path" "$@")
+    read -r s1 c1 < <(prom "$method" "$route")
+    mean=$(awk -v a="$s0" -v b="$s1" -v x="$c0" -v y="$c1" 'BEGIN { if (y > x) printf "%.2f", (b - a) / (y - x) * 1e6; else print 0 }')
+    lp99=$(dev_p99 "$route")
+    echo "$rps $p50 $p99 $cpu $mean $lp99" >>"$BENCH_TMP/row-$name"
+  done
+  local col
+  col() { awk -v c="$1" '{print $c}' "$BENCH_TMP/row-$name"; }
+  printf '%-18s %-9s %-14s %-8s %-8s %-7s %-10s %-8s\n' "$name" "$(col 1 | median)" "($(col 1 | minmax))" \
+    "$(col 2 | median)" "$(col 3 | median)" "$(col 4 | median)" "$(col 5 | median)" "$(col 6 | median)"
+}
+
+echo "# wrk -t$THREADS -c$CONNS -d$DUR, server on core $SERVER_CPU (1 worker), wrk on core $CLIENT_CPU; medians of $ROUNDS"
+printf '%-18s %-9s %-14s %-8s %-8s %-7s %-10s %-8s\n' row rps "(min–max)" p50_us p99_us cpu_us svc_mean_us svc_p99_us
+row healthz sync GET /healthz /healthz
+row readyz sync GET /readyz /readyz
+row rej415 sync GET /v1/ping /v1/ping -s "$BENCH_TMP/enc.lua"
+row rej413 sync PUT "/v1/kv/{bucket}/{*key}" /v1/kv/bench/big -s "$BENCH_TMP/big.lua"
+row rej429 sync GET /dev/rl /dev/rl
+row kvget128 sync GET "/v1/kv/{bucket}/{*key}" /v1/kv/bench/k128
+row kvput128_sync sync PUT "/v1/kv/{bucket}/{*key}" /v1/kv/bench/x -s "$BENCH_TMP/put.lua"
+if [ "$current" = sync ] && [ -f "$BENCH_TMP/row-kvput128_sync" ]; then
+  curl -fs "$base/metrics" | awk '
+    /^micronode_storage_commit_batch_size_sum/ { bs = $2 } /^micronode_storage_commit_batch_size_count/ { bc = $2 }
+    /^micronode_storage_flush_seconds_sum/ { fs = $2 } /^micronode_storage_flush_seconds_count/ { fc = $2 }
+    END { if (bc > 0) printf "# group commit so far: %d flushes, %.1f writes per flush, %.3f ms per flush\n", bc, bs / bc, fs / fc * 1000 }'
+fi
+CONNS=1 row kvput128_sync_c1 sync PUT "/v1/kv/{bucket}/{*key}" /v1/kv/bench/x -s "$BENCH_TMP/put.lua"
+row kvput128_periodic periodic PUT "/v1/kv/{bucket}/{*key}" /v1/kv/bench/x -s "$BENCH_TMP/put.lua"
+echo "# loaded RSS $(awk '/VmRSS/{print $2}' "/proc/$NODE_PID/status") KiB, peak $(awk '/VmHWM/{print $2}' "/proc/$NODE_PID/status") KiB"
