@@ -71,43 +71,60 @@ dev_p99() {
   fi
 }
 
-# row NAME MODE METHOD ROUTE PATH [wrk args…]
-row() {
-  local name=$1 mode=$2 method=$3 route=$4 path=$5
-  shift 5
-  case " $ROWS " in *" $name "*) ;; *) return 0 ;; esac
-  use_server "$mode"
-  local r s0 c0 s1 c1 rps p50 p99 cpu mean lp99
-  for r in $(seq 1 "$ROUNDS"); do
-    [ "$LATENCY" = "1" ] && curl -fs -X POST "$base/dev/latency/reset" >/dev/null
-    read -r s0 c0 < <(prom "$method" "$route")
-    read -r rps p50 p99 cpu _ < <(wrk_run "$NODE_PID" "$base$path" "$@")
-    read -r s1 c1 < <(prom "$method" "$route")
-    mean=$(awk -v a="$s0" -v b="$s1" -v x="$c0" -v y="$c1" 'BEGIN { if (y > x) printf "%.2f", (b - a) / (y - x) * 1e6; else print 0 }')
-    lp99=$(dev_p99 "$route")
-    echo "$rps $p50 $p99 $cpu $mean $lp99" >>"$BENCH_TMP/row-$name"
-  done
-  local col
-  col() { awk -v c="$1" '{print $c}' "$BENCH_TMP/row-$name"; }
-  printf '%-18s %-9s %-14s %-8s %-8s %-7s %-10s %-8s\n' "$name" "$(col 1 | median)" "($(col 1 | minmax))" \
+wanted() { case " $ROWS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# measure NAME METHOD ROUTE PATH [wrk args…] — one round of one row.
+measure() {
+  local name=$1 method=$2 route=$3 path=$4
+  shift 4
+  wanted "$name" || return 0
+  local s0 c0 s1 c1 rps p50 p99 cpu mean lp99
+  [ "$LATENCY" = "1" ] && curl -fs -X POST "$base/dev/latency/reset" >/dev/null
+  read -r s0 c0 < <(prom "$method" "$route")
+  read -r rps p50 p99 cpu _ < <(wrk_run "$NODE_PID" "$base$path" "$@")
+  read -r s1 c1 < <(prom "$method" "$route")
+  mean=$(awk -v a="$s0" -v b="$s1" -v x="$c0" -v y="$c1" 'BEGIN { if (y > x) printf "%.2f", (b - a) / (y - x) * 1e6; else print 0 }')
+  lp99=$(dev_p99 "$route")
+  echo "$rps $p50 $p99 $cpu $mean $lp99" >>"$BENCH_TMP/row-$name"
+}
+
+# report NAME — the row's medians.
+report() {
+  wanted "$1" || return 0
+  local f="$BENCH_TMP/row-$1"
+  col() { awk -v c="$1" '{print $c}' "$f"; }
+  printf '%-18s %-9s %-16s %-8s %-8s %-7s %-11s %-8s\n' "$1" "$(col 1 | median)" "($(col 1 | minmax))" \
     "$(col 2 | median)" "$(col 3 | median)" "$(col 4 | median)" "$(col 5 | median)" "$(col 6 | median)"
 }
 
-echo "# wrk -t$THREADS -c$CONNS -d$DUR, server on core $SERVER_CPU (1 worker), wrk on core $CLIENT_CPU; medians of $ROUNDS"
-printf '%-18s %-9s %-14s %-8s %-8s %-7s %-10s %-8s\n' row rps "(min–max)" p50_us p99_us cpu_us svc_mean_us svc_p99_us
-row healthz sync GET /healthz /healthz
-row readyz sync GET /readyz /readyz
-row rej415 sync GET /v1/ping /v1/ping -s "$BENCH_TMP/enc.lua"
-row rej413 sync PUT "/v1/kv/{bucket}/{*key}" /v1/kv/bench/big -s "$BENCH_TMP/big.lua"
-row rej429 sync GET /dev/rl /dev/rl
-row kvget128 sync GET "/v1/kv/{bucket}/{*key}" /v1/kv/bench/k128
-row kvput128_sync sync PUT "/v1/kv/{bucket}/{*key}" /v1/kv/bench/x -s "$BENCH_TMP/put.lua"
-if [ "$current" = sync ] && [ -f "$BENCH_TMP/row-kvput128_sync" ]; then
+KV='/v1/kv/{bucket}/{*key}'
+echo "# wrk -t$THREADS -c$CONNS -d$DUR, server on core $SERVER_CPU (1 worker), wrk on core $CLIENT_CPU; medians of $ROUNDS interleaved rounds"
+printf '%-18s %-9s %-16s %-8s %-8s %-7s %-11s %-8s\n' row rps "(min–max)" p50_us p99_us cpu_us svc_mean_us svc_p99_us
+
+sync_rows="healthz readyz rej415 rej413 rej429 kvget128 kvput128_sync kvput128_sync_c1"
+if [ -n "$(for r in $sync_rows; do wanted "$r" && echo y; done)" ]; then
+  use_server sync
+  for _ in $(seq 1 "$ROUNDS"); do
+    measure healthz GET /healthz /healthz
+    measure readyz GET /readyz /readyz
+    measure rej415 GET /v1/ping /v1/ping -s "$BENCH_TMP/enc.lua"
+    measure rej413 PUT "$KV" /v1/kv/bench/big -s "$BENCH_TMP/big.lua"
+    measure rej429 GET /dev/rl /dev/rl
+    measure kvget128 GET "$KV" /v1/kv/bench/k128
+    measure kvput128_sync PUT "$KV" /v1/kv/bench/x -s "$BENCH_TMP/put.lua"
+    CONNS=1 measure kvput128_sync_c1 PUT "$KV" /v1/kv/bench/x -s "$BENCH_TMP/put.lua"
+  done
+  for r in $sync_rows; do report "$r"; done
   curl -fs "$base/metrics" | awk '
     /^micronode_storage_commit_batch_size_sum/ { bs = $2 } /^micronode_storage_commit_batch_size_count/ { bc = $2 }
     /^micronode_storage_flush_seconds_sum/ { fs = $2 } /^micronode_storage_flush_seconds_count/ { fc = $2 }
-    END { if (bc > 0) printf "# group commit so far: %d flushes, %.1f writes per flush, %.3f ms per flush\n", bc, bs / bc, fs / fc * 1000 }'
+    END { if (bc > 0) printf "# group commit: %d flushes, %.1f writes per flush, %.3f ms per flush + fsync\n", bc, bs / bc, fs / fc * 1000 }'
+  echo "# loaded RSS $(awk '/VmRSS/{print $2}' "/proc/$NODE_PID/status") KiB, peak $(awk '/VmHWM/{print $2}' "/proc/$NODE_PID/status") KiB"
 fi
-CONNS=1 row kvput128_sync_c1 sync PUT "/v1/kv/{bucket}/{*key}" /v1/kv/bench/x -s "$BENCH_TMP/put.lua"
-row kvput128_periodic periodic PUT "/v1/kv/{bucket}/{*key}" /v1/kv/bench/x -s "$BENCH_TMP/put.lua"
-echo "# loaded RSS $(awk '/VmRSS/{print $2}' "/proc/$NODE_PID/status") KiB, peak $(awk '/VmHWM/{print $2}' "/proc/$NODE_PID/status") KiB"
+if wanted kvput128_periodic; then
+  use_server periodic
+  for _ in $(seq 1 "$ROUNDS"); do
+    measure kvput128_periodic PUT "$KV" /v1/kv/bench/x -s "$BENCH_TMP/put.lua"
+  done
+  report kvput128_periodic
+fi

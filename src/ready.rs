@@ -1,9 +1,12 @@
 //! Readiness truth: the four probes, the draining flag, and the windowed 5xx error-rate gate.
 //! `/readyz` and the `micronode_ready_*` gauges read the same state.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
+
+use bytes::Bytes;
 
 /// Probe names, in the order of the `/readyz` body and the `micronode_ready_probe` series.
 pub const PROBES: [&str; 4] = ["listeners_bound", "cfg_loaded", "metrics_bound", "deps_ok"];
@@ -170,6 +173,43 @@ impl Readiness {
 }
 
 impl Verdict {
+    /// The error rate in hundredths of a percent, as the body shows it.
+    fn rate_hundredths(&self) -> u64 {
+        (self.error_rate_pct * 100.0).round() as u64
+    }
+
+    /// Everything the body depends on, packed: equal keys render equal bodies.
+    fn key(&self) -> u64 {
+        let mut bits = u64::from(self.ready)
+            | u64::from(self.forced) << 1
+            | u64::from(self.draining) << 2
+            | u64::from(self.gate_tripped) << 3;
+        for (i, p) in self.probes.iter().enumerate() {
+            bits |= u64::from(*p) << (4 + i);
+        }
+        bits | u64::from(self.gate_pct) << 8 | self.rate_hundredths() << 16
+    }
+
+    /// The body, rendered once per state per worker thread: a probe is answered with a
+    /// reference-counted copy instead of formatting JSON every time.
+    pub fn json_body(&self) -> Bytes {
+        thread_local! {
+            static LAST: RefCell<Option<(u64, Bytes)>> = const { RefCell::new(None) };
+        }
+        let key = self.key();
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((k, body)) if *k == key => body.clone(),
+                _ => {
+                    let body = Bytes::from(self.to_json());
+                    *last = Some((key, body.clone()));
+                    body
+                }
+            }
+        })
+    }
+
     /// The `/readyz` JSON body (SPEC §2), plus the error gate so an operator sees which gate
     /// tripped.
     pub fn to_json(&self) -> String {
@@ -187,11 +227,12 @@ impl Verdict {
         }
         let _ = write!(
             s,
-            "}},\"draining\":{},\"error_gate\":{{\"enabled\":{},\"threshold_pct\":{},\"error_rate_pct\":{:.2},\"tripped\":{}}}}}",
+            "}},\"draining\":{},\"error_gate\":{{\"enabled\":{},\"threshold_pct\":{},\"error_rate_pct\":{}.{:02},\"tripped\":{}}}}}",
             b(self.draining),
             b(self.gate_pct > 0),
             self.gate_pct,
-            self.error_rate_pct,
+            self.rate_hundredths() / 100,
+            self.rate_hundredths() % 100,
             b(self.gate_tripped)
         );
         s
@@ -235,6 +276,29 @@ mod tests {
         let later = t + Duration::from_secs(1);
         let v = r.verdict(later);
         assert!(!v.gate_tripped && v.ready);
+    }
+
+    #[test]
+    fn cached_body_follows_every_change() {
+        let r = Readiness::new(false, 50, 10);
+        let t = r.window.origin;
+        let first = r.verdict(t).json_body();
+        assert_eq!(r.verdict(t).json_body(), first, "same state, same body");
+        r.set(Probe::CfgLoaded, true);
+        let probed = r.verdict(t).json_body();
+        assert_ne!(probed, first);
+        r.record(t, 503);
+        r.record(t, 200);
+        r.record(t, 200);
+        let rated = r.verdict(t).json_body();
+        assert!(std::str::from_utf8(&rated).is_ok_and(|b| b.contains("\"error_rate_pct\":33.33")));
+        r.start_draining();
+        let drained = r.verdict(t).json_body();
+        assert!(std::str::from_utf8(&drained).is_ok_and(|b| b.contains("\"draining\":true")));
+        for body in [first, probed, rated, drained] {
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert!(v["ready"].is_boolean());
+        }
     }
 
     #[test]

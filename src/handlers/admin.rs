@@ -38,7 +38,7 @@ fn readyz_verdict(cx: &Cx<'_>) -> Result<Resp, ApiError> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    Ok(response::json(status, verdict.to_json()))
+    Ok(response::json(status, verdict.json_body()))
 }
 
 // GET /version
