@@ -76,7 +76,7 @@ fn benches(c: &mut Criterion) {
     ];
 
     let admin = &engines[0].1;
-    let run = |app: &App, r: Request<RequestBody>| rt.block_on(handle(app, r)).status();
+    let run = |app: &Arc<App>, r: Request<RequestBody>| rt.block_on(handle(app, r)).status();
     c.bench_function("healthz", |b| {
         b.iter(|| run(admin, req("GET", "/healthz", &[], b"")))
     });

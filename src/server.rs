@@ -87,21 +87,23 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         });
         let svc_state = Arc::clone(&conn_state);
         let svc = service_fn(move |req: Request<Incoming>| {
-            let state = InFlight::enter(&svc_state);
+            let inflight = InFlight::enter(&svc_state);
             if req.version() == Version::HTTP_2 {
-                state.0.h2.store(true, Ordering::Relaxed);
+                inflight.0.h2.store(true, Ordering::Relaxed);
             }
-            async move {
-                let app = &state.0.app;
-                let answer = AssertUnwindSafe(service::handle(app, req.map(RequestBody::from)));
-                // Handler panics are caught (with their route) inside `handle`; this is the
-                // last line for a bug anywhere else in the pipeline.
-                let resp = answer
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|payload| service::answer_panic(app, payload.as_ref()));
+            let app = &inflight.0.app;
+            // Handler panics are caught (with their route) inside `handle`, and the waiting path
+            // catches its own; this is the last line for a bug anywhere else in the pipeline.
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                service::handle(app, req.map(RequestBody::from))
+            }))
+            .unwrap_or_else(|payload| {
+                service::Answer::now(service::answer_panic(app, payload.as_ref()))
+            });
+            answer.map(move |resp| {
+                drop(inflight);
                 Ok::<_, Infallible>(resp)
-            }
+            })
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)

@@ -3,7 +3,11 @@
 //! before the handler looks at the request head only; the body is first polled by a handler.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
@@ -16,6 +20,7 @@ use tracing::Instrument;
 use crate::app::{App, valid_request_id};
 use crate::error::{ApiError, Code};
 use crate::guards::body::RequestBody;
+use crate::guards::budget::Permit;
 use crate::guards::rate_limit::{TokenBucket, retry_after_secs};
 use crate::guards::{BodyPlan, Bound, Bucket, check_head};
 use crate::handlers::{self, Cx, Step};
@@ -25,8 +30,36 @@ use crate::router::{Endpoint, Plane, ROUTES, RouteId, UNMATCHED, Verb};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The answer to one request: ready now (the fast path — no future, no allocation beyond the
+/// response), or a boxed future for the endpoints that have to wait (a body, a commit, a
+/// tarpit, a dev sleep).
+pub struct Answer(Inner);
+
+enum Inner {
+    Now(Option<Resp>),
+    Later(Pin<Box<dyn Future<Output = Resp> + Send>>),
+}
+
+impl Answer {
+    pub fn now(resp: Resp) -> Answer {
+        Answer(Inner::Now(Some(resp)))
+    }
+}
+
+impl Future for Answer {
+    type Output = Resp;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Resp> {
+        match &mut self.0 {
+            // A second poll after `Ready` would be a caller bug; it just never completes.
+            Inner::Now(resp) => resp.take().map_or(Poll::Pending, Poll::Ready),
+            Inner::Later(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
 /// Answers one request. Never fails: every error becomes an envelope here.
-pub async fn handle(app: &App, req: Request<RequestBody>) -> Resp {
+pub fn handle(app: &Arc<App>, req: Request<RequestBody>) -> Answer {
     let start = Instant::now();
     let (head, body) = req.into_parts();
     let request_id = match head.headers.get(&X_REQUEST_ID) {
@@ -41,9 +74,88 @@ pub async fn handle(app: &App, req: Request<RequestBody>) -> Resp {
 
     let (route, result) = match check_protocol_limits(app, &head) {
         Err(e) => (UNMATCHED, Err(e)),
-        Ok(()) => route_and_run(app, verb, &head, body, &request_id).await,
+        Ok(()) => match app.router.at(head.uri.path()) {
+            None => (UNMATCHED, Err(ApiError::NotFound)),
+            Some((id, params)) => match ROUTES[id].endpoint(verb) {
+                None => (
+                    id,
+                    Err(ApiError::MethodNotAllowed {
+                        allow: app.router.allow(id).clone(),
+                    }),
+                ),
+                Some(ep) if waits(app, ep) => {
+                    drop(params);
+                    return later(app, start, id, ep, verb, head, body, request_id);
+                }
+                Some(ep) => (
+                    id,
+                    run_now(app, ep, verb, &head, &params, body, &request_id),
+                ),
+            },
+        },
     };
+    Answer::now(finish(app, start, route, verb, &head, result, request_id))
+}
 
+/// Whether an endpoint may have to wait, and so runs as a boxed future.
+fn waits(app: &App, ep: &Endpoint) -> bool {
+    let tarpit = app.cfg.rate_limit.tarpit_ms > 0
+        && match ep.guards.bucket {
+            Bucket::None => false,
+            Bucket::Global => app.rl_global.is_some(),
+            Bucket::Dev => true,
+        };
+    tarpit || handlers::waits(ep.handler, app)
+}
+
+/// The waiting path: the request moves into a boxed future that owns it.
+#[allow(clippy::too_many_arguments)] // the request's parts, passed once
+fn later(
+    app: &Arc<App>,
+    start: Instant,
+    route: RouteId,
+    ep: &'static Endpoint,
+    verb: Verb,
+    head: Parts,
+    body: RequestBody,
+    request_id: HeaderValue,
+) -> Answer {
+    let app = Arc::clone(app);
+    Answer(Inner::Later(Box::pin(async move {
+        let run = async {
+            let span = tracing::debug_span!(
+                "request",
+                request_id = ?request_id,
+                method = %head.method,
+                route = ROUTES[route].template,
+            );
+            let result = match app.router.at(head.uri.path()) {
+                Some((_, params)) => {
+                    run_waiting(&app, ep, verb, &head, &params, body, &request_id)
+                        .instrument(span)
+                        .await
+                }
+                None => Err(ApiError::NotFound), // matched a moment ago; the table is fixed
+            };
+            finish(&app, start, route, verb, &head, result, request_id)
+        };
+        AssertUnwindSafe(run)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|payload| answer_panic(&app, payload.as_ref()))
+    })))
+}
+
+/// Error envelope, HEAD stripping, request id, metrics, error window, debug access line.
+fn finish(
+    app: &App,
+    start: Instant,
+    route: RouteId,
+    verb: Verb,
+    head: &Parts,
+    result: Result<Resp, ApiError>,
+    request_id: HeaderValue,
+) -> Resp {
     let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => {
@@ -105,57 +217,15 @@ fn check_protocol_limits(app: &App, head: &Parts) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Route match (404 / 405), then the endpoint's guards and handler.
-async fn route_and_run(
-    app: &App,
-    verb: Verb,
-    head: &Parts,
-    body: RequestBody,
-    request_id: &HeaderValue,
-) -> (RouteId, Result<Resp, ApiError>) {
-    match app.router.at(head.uri.path()) {
-        None => (UNMATCHED, Err(ApiError::NotFound)),
-        Some((id, params)) => match ROUTES[id].endpoint(verb) {
-            None => (
-                id,
-                Err(ApiError::MethodNotAllowed {
-                    allow: app.router.allow(id).clone(),
-                }),
-            ),
-            Some(ep) => {
-                let span = tracing::debug_span!(
-                    "request",
-                    request_id = ?request_id,
-                    method = %head.method,
-                    route = ROUTES[id].template,
-                );
-                let run = run_endpoint(app, ep, verb, head, &params, body, request_id);
-                (id, run.instrument(span).await)
-            }
-        },
-    }
-}
-
-/// The guards of one endpoint, then its handler.
-async fn run_endpoint(
-    app: &App,
+/// The guards after the rate limit, on the head alone: decode guard, body cap, store
+/// readiness, concurrency permit (held by the caller until the answer is built).
+fn admit<'a>(
+    app: &'a App,
     ep: &Endpoint,
     verb: Verb,
     head: &Parts,
-    params: &matchit::Params<'_, '_>,
-    body: RequestBody,
-    request_id: &HeaderValue,
-) -> Result<Resp, ApiError> {
+) -> Result<(BodyPlan, Option<Permit<'a>>), ApiError> {
     let guards = ep.guards;
-    match guards.bucket {
-        Bucket::None => {}
-        Bucket::Global => {
-            if let Some(bucket) = &app.rl_global {
-                take_token(app, bucket).await?;
-            }
-        }
-        Bucket::Dev => take_token(app, &app.rl_dev).await?,
-    }
     let plan = if guards.edge {
         check_head(verb, &head.headers, app.head_limits)?
     } else {
@@ -164,11 +234,43 @@ async fn run_endpoint(
     if guards.needs_store && !app.ready.probe(Probe::DepsOk) {
         return Err(ApiError::NotReady);
     }
-    // Held until this future ends, whatever ends it: answer, timeout, or the client leaving.
-    let _permit = match guards.budget {
+    let permit = match guards.budget {
         Some(id) => Some(app.budget(id).try_acquire().ok_or(ApiError::Concurrency)?),
         None => None,
     };
+    Ok((plan, permit))
+}
+
+/// The bucket of an endpoint, if it has one and it is on.
+fn bucket<'a>(app: &'a App, ep: &Endpoint) -> Option<&'a TokenBucket> {
+    match ep.guards.bucket {
+        Bucket::None => None,
+        Bucket::Global => app.rl_global.as_ref(),
+        Bucket::Dev => Some(&app.rl_dev),
+    }
+}
+
+fn rate_limited(wait: Duration) -> ApiError {
+    ApiError::RateLimit {
+        retry_after_secs: retry_after_secs(wait),
+    }
+}
+
+/// Guards and handler of an endpoint that answers at once. A handler that answers at once
+/// needs no timer: nothing could interrupt it anyway.
+fn run_now(
+    app: &App,
+    ep: &Endpoint,
+    verb: Verb,
+    head: &Parts,
+    params: &matchit::Params<'_, '_>,
+    body: RequestBody,
+    request_id: &HeaderValue,
+) -> Result<Resp, ApiError> {
+    if let Some(bucket) = bucket(app, ep) {
+        bucket.try_take(Instant::now()).map_err(rate_limited)?;
+    }
+    let (plan, _permit) = admit(app, ep, verb, head)?;
     let cx = Cx {
         app,
         head,
@@ -177,7 +279,49 @@ async fn run_endpoint(
         plan,
         body,
     };
-    // A handler that answers at once needs no timer: nothing could interrupt it anyway.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| handlers::call(ep.handler, cx))) {
+        Ok(Step::Done(result)) => result,
+        Ok(Step::Pending(_)) => {
+            // `handlers::waits` said it would not wait: a bug in the handler table.
+            tracing::error!(request_id = ?request_id, route = ?ep.handler, "handler waited on the fast path");
+            Err(ApiError::Internal)
+        }
+        Err(payload) => Err(handler_panicked(app, request_id, payload.as_ref())),
+    }
+}
+
+/// Guards and handler of an endpoint that may wait: the tarpit before a 429, then the handler
+/// under the route's time bound.
+async fn run_waiting(
+    app: &App,
+    ep: &Endpoint,
+    verb: Verb,
+    head: &Parts,
+    params: &matchit::Params<'_, '_>,
+    body: RequestBody,
+    request_id: &HeaderValue,
+) -> Result<Resp, ApiError> {
+    if let Some(bucket) = bucket(app, ep)
+        && let Err(wait) = bucket.try_take(Instant::now())
+    {
+        let tarpit = app.cfg.rate_limit.tarpit_ms;
+        if tarpit > 0 {
+            // Holds no budget permit while it waits.
+            let _in_tarpit = app.tarpit.enter();
+            tokio::time::sleep(Duration::from_millis(tarpit)).await;
+        }
+        return Err(rate_limited(wait));
+    }
+    // Held until this future ends, whatever ends it: answer, timeout, or the client leaving.
+    let (plan, _permit) = admit(app, ep, verb, head)?;
+    let cx = Cx {
+        app,
+        head,
+        params,
+        request_id,
+        plan,
+        body,
+    };
     let called = std::panic::catch_unwind(AssertUnwindSafe(|| handlers::call(ep.handler, cx)));
     let pending = match called {
         Ok(Step::Done(result)) => return result,
@@ -185,7 +329,7 @@ async fn run_endpoint(
         Err(payload) => return Err(handler_panicked(app, request_id, payload.as_ref())),
     };
     let handler = AssertUnwindSafe(pending).catch_unwind();
-    let result = match guards.timeout {
+    let result = match ep.guards.timeout {
         None => handler.await,
         Some(bound) => {
             let bound = match bound {
@@ -232,19 +376,4 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
     } else {
         "non-string panic payload"
     }
-}
-
-/// Takes a token or refuses with `Retry-After`; the tarpit delay holds no permit.
-async fn take_token(app: &App, bucket: &TokenBucket) -> Result<(), ApiError> {
-    let Err(wait) = bucket.try_take(Instant::now()) else {
-        return Ok(());
-    };
-    let tarpit = app.cfg.rate_limit.tarpit_ms;
-    if tarpit > 0 {
-        let _in_tarpit = app.tarpit.enter();
-        tokio::time::sleep(Duration::from_millis(tarpit)).await;
-    }
-    Err(ApiError::RateLimit {
-        retry_after_secs: retry_after_secs(wait),
-    })
 }

@@ -31,6 +31,11 @@ pub fn get_readyz(cx: Cx<'_>) -> Step<'_> {
     }))
 }
 
+/// `/readyz` waits only with the dev sleep hook on.
+pub fn readyz_waits(app: &crate::app::App) -> bool {
+    app.cfg.ready.sleep_ms > 0
+}
+
 fn readyz_verdict(cx: &Cx<'_>) -> Result<Resp, ApiError> {
     let verdict = cx.app.ready.verdict(std::time::Instant::now());
     let status = if verdict.ready {

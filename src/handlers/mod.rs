@@ -66,8 +66,20 @@ macro_rules! dispatch {
     };
 }
 
+macro_rules! may_wait {
+    (sync, $app:ident) => {
+        false
+    };
+    (async, $app:ident) => {
+        true
+    };
+    (step, $app:ident, $pred:path) => {
+        $pred($app)
+    };
+}
+
 macro_rules! handlers {
-    ($($variant:ident => $kind:ident $path:path, answers [$($status:literal),*];)*) => {
+    ($($variant:ident => $kind:ident $path:path $(, waits if $pred:path)?, answers [$($status:literal),*];)*) => {
         /// Names a handler in the route table.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Handler { $($variant),* }
@@ -77,6 +89,11 @@ macro_rules! handlers {
             match handler { $(Handler::$variant => dispatch!($kind, $path, cx)),* }
         }
 
+        /// Whether a handler may wait (and so runs as a boxed future) under this config.
+        pub fn waits(handler: Handler, app: &App) -> bool {
+            match handler { $(Handler::$variant => may_wait!($kind, app $(, $pred)?)),* }
+        }
+
         /// The statuses a handler itself can answer (guards add theirs).
         pub fn statuses(handler: Handler) -> &'static [u16] {
             match handler { $(Handler::$variant => &[$($status),*]),* }
@@ -84,11 +101,11 @@ macro_rules! handlers {
     };
 }
 
-// `sync`: `fn(Cx) -> Result`; `async`: `async fn(Cx) -> Result`; `step`: `fn(Cx) -> Step`
-// (answers at once unless it has to wait).
+// `sync`: `fn(Cx) -> Result`; `async`: `async fn(Cx) -> Result`; `step`: `fn(Cx) -> Step`,
+// which answers at once unless its `waits if` predicate holds for the config.
 handlers! {
     GetHealthz => sync admin::get_healthz, answers [200];
-    GetReadyz => step admin::get_readyz, answers [200, 503];
+    GetReadyz => step admin::get_readyz, waits if admin::readyz_waits, answers [200, 503];
     GetVersion => sync admin::get_version, answers [200];
     GetMetrics => sync admin::get_metrics, answers [200];
     GetPing => sync admin::get_ping, answers [200];
