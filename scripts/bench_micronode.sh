@@ -10,19 +10,24 @@
 #   kvget128                        KV GET of a 128 B value (sled)
 #   kvput128_sync, kvput128_sync_c1 KV PUT 128 B, durability=sync, CONNS and 1 connection
 #   kvput128_periodic               KV PUT 128 B, durability=periodic
+#   bare                            examples/bare_hyper.rs on the same pinning, for the ratios
 # Knobs: THREADS (1), CONNS (64), DUR (5s), ROUNDS (3), ROWS (space-separated subset),
 # LATENCY=0 to run without MICRONODE_DEV_METRICS (then no p99 column).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib_bench.sh
 ROUNDS="${ROUNDS:-3}"
-ROWS="${ROWS:-healthz readyz rej415 rej413 rej429 kvget128 kvput128_sync kvput128_sync_c1 kvput128_periodic}"
+ROWS="${ROWS:-bare healthz readyz rej415 rej413 rej429 kvget128 kvput128_sync kvput128_sync_c1 kvput128_periodic}"
 PORT="${PORT:-5398}"
 LATENCY="${LATENCY:-1}"
 base="http://127.0.0.1:$PORT"
 
 bench_tools
-cargo build --release --quiet --bin micronode
+cargo build --release --quiet --bin micronode --example bare_hyper
+BARE_PORT="${BARE_PORT:-5399}"
+if wanted_early() { case " $ROWS " in *" bare "*) return 0 ;; *) return 1 ;; esac; }; wanted_early; then
+  start_bare "$BARE_PORT"
+fi
 
 cat >"$BENCH_TMP/enc.lua" <<'LUA'
 wrk.headers["Content-Encoding"] = "gzip"
@@ -101,10 +106,14 @@ KV='/v1/kv/{bucket}/{*key}'
 echo "# wrk -t$THREADS -c$CONNS -d$DUR, server on core $SERVER_CPU (1 worker), wrk on core $CLIENT_CPU; medians of $ROUNDS interleaved rounds"
 printf '%-18s %-9s %-16s %-8s %-8s %-7s %-11s %-8s\n' row rps "(min–max)" p50_us p99_us cpu_us svc_mean_us svc_p99_us
 
-sync_rows="healthz readyz rej415 rej413 rej429 kvget128 kvput128_sync kvput128_sync_c1"
+sync_rows="bare healthz readyz rej415 rej413 rej429 kvget128 kvput128_sync kvput128_sync_c1"
 if [ -n "$(for r in $sync_rows; do wanted "$r" && echo y; done)" ]; then
   use_server sync
   for _ in $(seq 1 "$ROUNDS"); do
+    if wanted bare; then
+      read -r rps p50 p99 cpu _ < <(wrk_run "$BARE_PID" "http://127.0.0.1:$BARE_PORT/")
+      echo "$rps $p50 $p99 $cpu - -" >>"$BENCH_TMP/row-bare"
+    fi
     measure healthz GET /healthz /healthz
     measure readyz GET /readyz /readyz
     measure rej415 GET /v1/ping /v1/ping -s "$BENCH_TMP/enc.lua"
