@@ -217,14 +217,19 @@ fn check_protocol_limits(app: &App, head: &Parts) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The guards after the rate limit, on the head alone: decode guard, body cap, store
-/// readiness, concurrency permit (held by the caller until the answer is built).
+/// The guards after the rate limit, on the head alone — decode guard, body cap, store
+/// readiness, concurrency permit — then the handler's context. The permit is held by the
+/// caller until the answer is built.
+#[allow(clippy::too_many_arguments)] // the request's parts, passed once
 fn admit<'a>(
     app: &'a App,
     ep: &Endpoint,
     verb: Verb,
-    head: &Parts,
-) -> Result<(BodyPlan, Option<Permit<'a>>), ApiError> {
+    head: &'a Parts,
+    params: &'a matchit::Params<'a, 'a>,
+    body: RequestBody,
+    request_id: &'a HeaderValue,
+) -> Result<(Cx<'a>, Option<Permit<'a>>), ApiError> {
     let guards = ep.guards;
     let plan = if guards.edge {
         check_head(verb, &head.headers, app.head_limits)?
@@ -238,7 +243,15 @@ fn admit<'a>(
         Some(id) => Some(app.budget(id).try_acquire().ok_or(ApiError::Concurrency)?),
         None => None,
     };
-    Ok((plan, permit))
+    let cx = Cx {
+        app,
+        head,
+        params,
+        request_id,
+        plan,
+        body,
+    };
+    Ok((cx, permit))
 }
 
 /// The bucket of an endpoint, if it has one and it is on.
@@ -270,15 +283,7 @@ fn run_now(
     if let Some(bucket) = bucket(app, ep) {
         bucket.try_take(Instant::now()).map_err(rate_limited)?;
     }
-    let (plan, _permit) = admit(app, ep, verb, head)?;
-    let cx = Cx {
-        app,
-        head,
-        params,
-        request_id,
-        plan,
-        body,
-    };
+    let (cx, _permit) = admit(app, ep, verb, head, params, body, request_id)?;
     match std::panic::catch_unwind(AssertUnwindSafe(|| handlers::call(ep.handler, cx))) {
         Ok(Step::Done(result)) => result,
         Ok(Step::Pending(_)) => {
@@ -313,15 +318,7 @@ async fn run_waiting(
         return Err(rate_limited(wait));
     }
     // Held until this future ends, whatever ends it: answer, timeout, or the client leaving.
-    let (plan, _permit) = admit(app, ep, verb, head)?;
-    let cx = Cx {
-        app,
-        head,
-        params,
-        request_id,
-        plan,
-        body,
-    };
+    let (cx, _permit) = admit(app, ep, verb, head, params, body, request_id)?;
     let called = std::panic::catch_unwind(AssertUnwindSafe(|| handlers::call(ep.handler, cx)));
     let pending = match called {
         Ok(Step::Done(result)) => return result,

@@ -243,15 +243,18 @@ fn dev_latency_reports_and_resets() {
     for _ in 0..25 {
         assert_eq!(c.request("GET", "/healthz", &[], None).status, 200);
     }
-    let report = c.request("GET", "/dev/latency", &[], None).json();
-    assert_eq!(report["unit"], "us");
-    let healthz = report["routes"]
-        .as_array()
-        .expect("routes")
-        .iter()
-        .find(|r| r["route"] == "/healthz")
-        .expect("a /healthz row")
-        .clone();
+    let healthz_row = |c: &mut Conn| {
+        let report = c.request("GET", "/dev/latency", &[], None).json();
+        assert_eq!(report["unit"], "us");
+        report["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .find(|r| r["route"] == "/healthz")
+            .expect("a /healthz row")
+            .clone()
+    };
+    let healthz = healthz_row(&mut c);
     assert_eq!(healthz["count"], 25);
     let p50 = healthz["p50"].as_f64().expect("p50");
     let p99 = healthz["p99"].as_f64().expect("p99");
@@ -262,13 +265,5 @@ fn dev_latency_reports_and_resets() {
         c.request("POST", "/dev/latency/reset", &[], None).status,
         204
     );
-    let report = c.request("GET", "/dev/latency", &[], None).json();
-    let healthz = report["routes"]
-        .as_array()
-        .expect("routes")
-        .iter()
-        .find(|r| r["route"] == "/healthz")
-        .expect("a /healthz row")
-        .clone();
-    assert_eq!(healthz["count"], 0);
+    assert_eq!(healthz_row(&mut c)["count"], 0);
 }

@@ -10,7 +10,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use support::{Conn, TestServer, WAIT, poll, request};
+use support::{Conn, TestServer, WAIT, poll, request, series_count};
 
 fn server() -> TestServer {
     TestServer::start(&[
@@ -383,13 +383,6 @@ fn handler_panic_is_500_counted_and_releases_its_permit() {
 fn junk_never_creates_metric_series() {
     let s = server();
     let mut c = Conn::open(s.addr);
-    let count = |c: &mut Conn| {
-        c.request("GET", "/metrics", &[], None)
-            .text()
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .count()
-    };
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut junk = |c: &mut Conn, i: u32| {
         seed ^= seed << 13;
@@ -413,12 +406,12 @@ fn junk_never_creates_metric_series() {
     for i in 0..5 {
         junk(&mut c, i);
     }
-    let before = count(&mut c);
+    let before = series_count(&mut c);
     for i in 0..10_000u32 {
         let resp = junk(&mut c, i);
         assert!(resp.status >= 400, "{}", resp.status);
     }
-    assert_eq!(count(&mut c), before);
+    assert_eq!(series_count(&mut c), before);
     still_serves(&s);
 }
 

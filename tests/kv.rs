@@ -5,7 +5,7 @@ mod support;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use support::{Conn, TestServer, request};
+use support::{Conn, TestServer, request, series_count};
 
 #[test]
 fn round_trip_through_every_route() {
@@ -370,14 +370,7 @@ fn series_count_does_not_grow_with_keys() {
     c.request("PUT", "/v1/kv/warm/k", &[], Some(b"v"));
     c.request("GET", "/v1/kv/warm/k", &[], None);
     c.request("GET", "/v1/kv/warm/missing", &[], None);
-    let count = |c: &mut Conn| {
-        c.request("GET", "/metrics", &[], None)
-            .text()
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .count()
-    };
-    let before = count(&mut c);
+    let before = series_count(&mut c);
     for i in 0..10_000 {
         let b = i % 50;
         if i % 2 == 0 {
@@ -386,5 +379,5 @@ fn series_count_does_not_grow_with_keys() {
             c.request("GET", &format!("/v1/kv/b{b}/key-{i}"), &[], None);
         }
     }
-    assert_eq!(count(&mut c), before);
+    assert_eq!(series_count(&mut c), before);
 }

@@ -265,6 +265,15 @@ pub fn metric(addr: SocketAddr, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// How many sample lines `/metrics` has (its series count).
+pub fn series_count(c: &mut Conn) -> usize {
+    c.request("GET", "/metrics", &[], None)
+        .text()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count()
+}
+
 /// Resident memory of a process, in KiB (0 if it cannot be read).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
