@@ -1,7 +1,7 @@
 # Shared by the bench scripts (sourced, not run). The server under test is pinned to core
 # SERVER_CPU with one runtime worker, the load generator to core CLIENT_CPU; every load run is
 # bounded by DUR (wrk) or a request count (h2load). Loopback only.
-# Needs wrk (and h2load for HTTP/2 rows); installs them with apt-get when missing.
+# Needs wrk, h2load (HTTP/2 rows), curl and jq; installs them with apt-get when missing.
 
 DUR="${DUR:-5s}"
 CONNS="${CONNS:-64}"
@@ -15,6 +15,7 @@ bench_tools() {
   command -v wrk >/dev/null || need+=(wrk)
   command -v h2load >/dev/null || need+=(nghttp2-client)
   command -v curl >/dev/null || need+=(curl)
+  command -v jq >/dev/null || need+=(jq)
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
