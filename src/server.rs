@@ -203,7 +203,7 @@ const TICKS: u32 = 4;
 /// How the watchdog asks a connection to end.
 #[derive(Debug, Clone, Copy)]
 enum Close {
-    /// Drop it: nothing is in flight (no head in time, or an idle HTTP/1 connection).
+    /// Drop it: no request head ever came.
     Now,
     /// Finish what is in flight, then close (HTTP/2: GOAWAY).
     Graceful,
@@ -241,7 +241,8 @@ where
 /// The clocks of one connection, in their own task, ending as soon as the connection does:
 /// - no request head within the header timeout of the connection opening → dropped;
 /// - HTTP/1 with nothing in flight and no new head for the header timeout (an idle keep-alive
-///   or a head dribbled byte by byte) → dropped;
+///   or a head dribbled byte by byte) → graceful close, which hyper makes immediate between
+///   messages;
 /// - no new request for the idle timeout → graceful close (HTTP/2: GOAWAY);
 /// - the server's stop signal → graceful close.
 async fn watchdog(
@@ -272,7 +273,11 @@ async fn watchdog(
         }
         let h2 = state.h2.load(Ordering::Relaxed);
         if !h2 && quiet >= timers.header {
-            break Close::Now; // HTTP/1: the next head did not come in time
+            // HTTP/1: the next head did not come in time. Graceful, not dropped: hyper closes
+            // at once a connection that is between messages (idle, or mid-way through a
+            // dribbled head) and lets one still writing the last answer — a large value to a
+            // slow reader — finish it first.
+            break Close::Graceful;
         }
         if quiet >= timers.idle {
             tracing::debug!(%peer, "closing idle connection");

@@ -441,3 +441,29 @@ fn next_head_after_an_answer_is_on_the_header_clock_too() {
     let _ = dribbler.join();
     still_serves(&s);
 }
+
+#[test]
+fn a_slow_reader_of_a_large_value_is_not_cut_at_the_header_timeout() {
+    let s = TestServer::start(&[
+        ("MICRONODE_STORAGE_ENGINE", "mem"),
+        ("MICRONODE_HEADER_READ_TIMEOUT_MS", "300"),
+        ("MICRONODE_MAX_BODY_BYTES", "33554432"),
+    ]);
+    // 32 MiB: far more than loopback socket buffers hold, so hyper is still writing it while
+    // the client sits on it past the header timeout.
+    let value = vec![b'z'; 32 << 20];
+    let mut c = Conn::open(s.addr);
+    assert_eq!(
+        c.request("PUT", "/v1/kv/big/v", &[], Some(&value)).status,
+        201
+    );
+    c.send(b"GET /v1/kv/big/v HTTP/1.1\r\nhost: x\r\n\r\n");
+    // The slow reader of this scenario: reads nothing for over three header timeouts.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let resp = c.read_response(false).expect("the whole answer");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), value.len(), "the answer was not cut");
+    // With the answer out and no next head, the header clock closes it as usual.
+    assert!(c.is_closed_by_server(), "closed after the answer");
+    still_serves(&s);
+}
