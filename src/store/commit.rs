@@ -23,6 +23,9 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 #[derive(Default)]
 struct State {
     waiters: Vec<Waiter>,
+    /// The commit thread is blocked waiting for a first writer: only then does a writer
+    /// signal the condvar (a futex wake syscall), not once per write.
+    idle: bool,
     /// Periodic mode: writes since the last flush.
     dirty: bool,
     stop: bool,
@@ -84,8 +87,11 @@ impl Committer {
         }
         let (tx, rx) = oneshot::channel();
         st.waiters.push(tx);
+        let wake = std::mem::take(&mut st.idle);
         drop(st);
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
         Box::pin(async move {
             rx.await
                 .unwrap_or_else(|_| Err(StoreError::Engine("commit thread stopped".to_owned())))
@@ -97,7 +103,7 @@ impl Committer {
         if let Ok(mut st) = self.shared.state.lock() {
             st.stop = true;
         }
-        self.shared.wake.notify_one();
+        self.shared.wake.notify_all();
         let handle = self.thread.lock().ok().and_then(|mut h| h.take());
         if let Some(h) = handle {
             let _ = h.join();
@@ -120,11 +126,13 @@ fn run(shared: &Shared, flush: &FlushFn, period: Option<Duration>, metrics: &Met
             match period {
                 None => {
                     while st.waiters.is_empty() && !st.stop {
+                        st.idle = true;
                         st = match shared.wake.wait(st) {
                             Ok(g) => g,
                             Err(_) => return,
                         };
                     }
+                    st.idle = false;
                 }
                 Some(p) => {
                     let deadline = Instant::now() + p;
