@@ -89,7 +89,17 @@ pub fn handle(app: &Arc<App>, req: Request<RequestBody>) -> Answer {
                 }
                 Some(ep) => (
                     id,
-                    run_now(app, ep, verb, &head, &params, body, &request_id),
+                    run_now(
+                        app,
+                        Matched {
+                            ep,
+                            verb,
+                            head: &head,
+                            params: &params,
+                            request_id: &request_id,
+                        },
+                        body,
+                    ),
                 ),
             },
         },
@@ -131,9 +141,19 @@ fn later(
             );
             let result = match app.router.at(head.uri.path()) {
                 Some((_, params)) => {
-                    run_waiting(&app, ep, verb, &head, &params, body, &request_id)
-                        .instrument(span)
-                        .await
+                    run_waiting(
+                        &app,
+                        Matched {
+                            ep,
+                            verb,
+                            head: &head,
+                            params: &params,
+                            request_id: &request_id,
+                        },
+                        body,
+                    )
+                    .instrument(span)
+                    .await
                 }
                 None => Err(ApiError::NotFound), // matched a moment ago; the table is fixed
             };
@@ -217,22 +237,27 @@ fn check_protocol_limits(app: &App, head: &Parts) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The guards after the rate limit, on the head alone — decode guard, body cap, store
-/// readiness, concurrency permit — then the handler's context. The permit is held by the
-/// caller until the answer is built.
-#[allow(clippy::too_many_arguments)] // the request's parts, passed once
-fn admit<'a>(
-    app: &'a App,
-    ep: &Endpoint,
+/// A request matched to an endpoint, as its guards and handler see it.
+#[derive(Clone, Copy)]
+struct Matched<'a> {
+    ep: &'a Endpoint,
     verb: Verb,
     head: &'a Parts,
     params: &'a matchit::Params<'a, 'a>,
-    body: RequestBody,
     request_id: &'a HeaderValue,
+}
+
+/// The guards after the rate limit, on the head alone — decode guard, body cap, store
+/// readiness, concurrency permit — then the handler's context. The permit is held by the
+/// caller until the answer is built.
+fn admit<'a>(
+    app: &'a App,
+    m: Matched<'a>,
+    body: RequestBody,
 ) -> Result<(Cx<'a>, Option<Permit<'a>>), ApiError> {
-    let guards = ep.guards;
+    let guards = m.ep.guards;
     let plan = if guards.edge {
-        check_head(verb, &head.headers, app.head_limits)?
+        check_head(m.verb, &m.head.headers, app.head_limits)?
     } else {
         BodyPlan::default()
     };
@@ -245,9 +270,9 @@ fn admit<'a>(
     };
     let cx = Cx {
         app,
-        head,
-        params,
-        request_id,
+        head: m.head,
+        params: m.params,
+        request_id: m.request_id,
         plan,
         body,
     };
@@ -271,19 +296,12 @@ fn rate_limited(wait: Duration) -> ApiError {
 
 /// Guards and handler of an endpoint that answers at once. A handler that answers at once
 /// needs no timer: nothing could interrupt it anyway.
-fn run_now(
-    app: &App,
-    ep: &Endpoint,
-    verb: Verb,
-    head: &Parts,
-    params: &matchit::Params<'_, '_>,
-    body: RequestBody,
-    request_id: &HeaderValue,
-) -> Result<Resp, ApiError> {
-    if let Some(bucket) = bucket(app, ep) {
+fn run_now(app: &App, m: Matched<'_>, body: RequestBody) -> Result<Resp, ApiError> {
+    if let Some(bucket) = bucket(app, m.ep) {
         bucket.try_take(Instant::now()).map_err(rate_limited)?;
     }
-    let (cx, _permit) = admit(app, ep, verb, head, params, body, request_id)?;
+    let (ep, request_id) = (m.ep, m.request_id);
+    let (cx, _permit) = admit(app, m, body)?;
     match std::panic::catch_unwind(AssertUnwindSafe(|| handlers::call(ep.handler, cx))) {
         Ok(Step::Done(result)) => result,
         Ok(Step::Pending(_)) => {
@@ -297,16 +315,8 @@ fn run_now(
 
 /// Guards and handler of an endpoint that may wait: the tarpit before a 429, then the handler
 /// under the route's time bound.
-async fn run_waiting(
-    app: &App,
-    ep: &Endpoint,
-    verb: Verb,
-    head: &Parts,
-    params: &matchit::Params<'_, '_>,
-    body: RequestBody,
-    request_id: &HeaderValue,
-) -> Result<Resp, ApiError> {
-    if let Some(bucket) = bucket(app, ep)
+async fn run_waiting(app: &App, m: Matched<'_>, body: RequestBody) -> Result<Resp, ApiError> {
+    if let Some(bucket) = bucket(app, m.ep)
         && let Err(wait) = bucket.try_take(Instant::now())
     {
         let tarpit = app.cfg.rate_limit.tarpit_ms;
@@ -317,8 +327,9 @@ async fn run_waiting(
         }
         return Err(rate_limited(wait));
     }
+    let (ep, request_id) = (m.ep, m.request_id);
     // Held until this future ends, whatever ends it: answer, timeout, or the client leaving.
-    let (cx, _permit) = admit(app, ep, verb, head, params, body, request_id)?;
+    let (cx, _permit) = admit(app, m, body)?;
     let called = std::panic::catch_unwind(AssertUnwindSafe(|| handlers::call(ep.handler, cx)));
     let pending = match called {
         Ok(Step::Done(result)) => return result,
