@@ -11,18 +11,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
-use micronode::app::App;
 use micronode::config::Config;
-use micronode::guards::body::RequestBody;
-use micronode::service::handle;
+use micronode::service::Service;
+use micronode::wire::{ConnInfo, RequestBody};
 
 const VALUE_128B: &[u8] = &[b'a'; 128];
 const VALUE_4KIB: &[u8] = &[b'b'; 4096];
 
-fn app(env: &[(&str, &str)]) -> Arc<App> {
+fn app(env: &[(&str, &str)]) -> Arc<Service> {
     let env: HashMap<&str, &str> = env.iter().copied().collect();
     let cfg = Config::load(None, |k| env.get(k).map(|v| v.to_string())).expect("valid config");
-    micronode::build_app(cfg).expect("store opens")
+    Arc::new(Service::new(
+        micronode::build_app(cfg).expect("store opens"),
+    ))
 }
 
 fn req(
@@ -76,7 +77,11 @@ fn benches(c: &mut Criterion) {
     ];
 
     let admin = &engines[0].1;
-    let run = |app: &Arc<App>, r: Request<RequestBody>| rt.block_on(handle(app, r)).status();
+    let conn = Arc::new(ConnInfo {
+        peer: std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+    });
+    let run =
+        |svc: &Arc<Service>, r: Request<RequestBody>| rt.block_on(svc.handle(&conn, r)).status();
     c.bench_function("healthz", |b| {
         b.iter(|| run(admin, req("GET", "/healthz", &[], b"")))
     });

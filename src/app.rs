@@ -15,7 +15,6 @@ use crate::guards::{BudgetId, HeadLimits};
 use crate::latency::ServiceTimes;
 use crate::metrics::{Gauges, Metrics};
 use crate::ready::{PROBES, Probe, Readiness};
-use crate::router::Router;
 use crate::store::Storage;
 
 /// In-flight budget of `/dev/echo`: small and fixed, it is a dev helper.
@@ -27,7 +26,6 @@ pub const DEV_RL_BURST: u32 = 10;
 #[derive(Debug)]
 pub struct App {
     pub cfg: Config,
-    pub router: Router,
     pub metrics: Arc<Metrics>,
     pub ready: Readiness,
     pub store: Arc<dyn Storage>,
@@ -50,7 +48,12 @@ impl App {
     /// Builds the state around an opened store. Flips `cfg_loaded`, `metrics_bound` and
     /// `deps_ok` (the store is open by the time we get here); `listeners_bound` flips in
     /// `server::run` once the listener is serving.
-    pub fn new(cfg: Config, metrics: Arc<Metrics>, store: Arc<dyn Storage>) -> App {
+    pub fn new(
+        cfg: Config,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn Storage>,
+        service_times: Option<ServiceTimes>,
+    ) -> App {
         let rl = &cfg.rate_limit;
         let burst_or_rps = |rps: u32, burst: u32| if burst == 0 { rps } else { burst };
         let rl_global =
@@ -74,8 +77,7 @@ impl App {
             built_at_unix()
         ));
         App {
-            router: Router::new(cfg.dev.routes, cfg.dev.metrics),
-            service_times: cfg.dev.metrics.then(ServiceTimes::new),
+            service_times,
             budgets: [
                 InflightBudget::new(cfg.ready.max_inflight),
                 InflightBudget::new(cfg.limits.kv_max_inflight),

@@ -1,5 +1,5 @@
 //! The one error type for responses, mapped to status / code / retryable / envelope here and
-//! nowhere else (SPEC §2 error table).
+//! nowhere else. The code table is docs/API.md's "Error codes" table.
 
 use std::fmt::Write as _;
 
@@ -8,103 +8,90 @@ use http::{HeaderValue, StatusCode};
 
 use crate::response::{self, Resp};
 
-/// The machine-readable `code` of an error envelope; also the `reason` label of
-/// `micronode_rejections_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Code {
-    BadRequest,
-    NotFound,
-    MethodNotAllowed,
-    LengthRequired,
-    BodyTimeout,
-    PreconditionFailed,
-    BodyCap,
-    UnsupportedEncoding,
-    StackedEncoding,
-    Concurrency,
-    RateLimit,
-    Internal,
-    Storage,
-    Timeout,
-    NotReady,
-    UriTooLong,
-    HeaderTooLarge,
+/// Declares the code table: each code once, with its wire name, status, whether a client may
+/// retry, and so its `micronode_rejections_total{reason}` label. [`Code`], [`Code::ALL`], the
+/// status of every envelope and the metrics prewarm all derive from this one list.
+macro_rules! code_table {
+    ($( $(#[$doc:meta])* $variant:ident => ($name:literal, $status:ident, $retryable:literal), )*) => {
+        /// The machine-readable `code` of an error envelope; also the `reason` label of
+        /// `micronode_rejections_total`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Code {
+            /// Every code, in declaration order (`code as usize` indexes this).
+            pub const ALL: &'static [Code] = &[$( Code::$variant, )*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Code::$variant => $name, )*
+                }
+            }
+
+            pub const fn status(self) -> StatusCode {
+                match self {
+                    $( Code::$variant => StatusCode::$status, )*
+                }
+            }
+
+            pub const fn retryable(self) -> bool {
+                match self {
+                    $( Code::$variant => $retryable, )*
+                }
+            }
+        }
+    };
+}
+
+code_table! {
+    /// Malformed JSON, query, bucket, key or token syntax; an unknown query parameter.
+    BadRequest => ("bad_request", BAD_REQUEST, false),
+    /// Token missing, malformed, bad signature, unknown key, expired, not yet valid, revoked.
+    Auth => ("auth", UNAUTHORIZED, false),
+    /// A valid token whose caveats do not allow this operation, bucket, key or prefix.
+    Policy => ("policy", FORBIDDEN, false),
+    /// No route, or no such (live) key.
+    NotFound => ("not_found", NOT_FOUND, false),
+    MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED, false),
+    /// The request body stalled past the body read bound.
+    BodyTimeout => ("body_timeout", REQUEST_TIMEOUT, true),
+    /// A watch resume point older than the retained history.
+    Compacted => ("compacted", GONE, false),
+    /// POST/PUT/PATCH without `Content-Length` (chunked included).
+    LengthRequired => ("length_required", LENGTH_REQUIRED, false),
+    /// `If-Match` / `If-None-Match` not satisfied.
+    PreconditionFailed => ("precondition_failed", PRECONDITION_FAILED, false),
+    /// Declared or decoded body length over the cap.
+    BodyCap => ("body_cap", PAYLOAD_TOO_LARGE, false),
+    UriTooLong => ("uri_too_long", URI_TOO_LONG, false),
+    UnsupportedEncoding => ("unsupported_encoding", UNSUPPORTED_MEDIA_TYPE, false),
+    StackedEncoding => ("stacked_encoding", UNSUPPORTED_MEDIA_TYPE, false),
+    /// The route's in-flight budget (or the watcher limit) is full.
+    Concurrency => ("concurrency", TOO_MANY_REQUESTS, true),
+    /// The global token bucket is empty.
+    RateLimit => ("rate_limit", TOO_MANY_REQUESTS, true),
+    /// The tenant's request rate is exceeded.
+    Quota => ("quota", TOO_MANY_REQUESTS, true),
+    HeaderTooLarge => ("header_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE, false),
+    /// A bug (logged with the request id).
+    Internal => ("internal", INTERNAL_SERVER_ERROR, true),
+    /// A store error (logged with the request id).
+    Storage => ("storage", INTERNAL_SERVER_ERROR, true),
+    /// The route's time bound elapsed.
+    Timeout => ("timeout", SERVICE_UNAVAILABLE, true),
+    /// Store not open, or draining.
+    NotReady => ("not_ready", SERVICE_UNAVAILABLE, true),
+    /// The engine cannot be reached.
+    StorageUnavailable => ("storage_unavailable", SERVICE_UNAVAILABLE, true),
+    /// The write would take the tenant past its bytes or keys quota; nothing stored.
+    QuotaStorage => ("quota_storage", INSUFFICIENT_STORAGE, false),
+    /// The disk is full; nothing acknowledged, nothing corrupted.
+    StorageFull => ("storage_full", INSUFFICIENT_STORAGE, true),
 }
 
 impl Code {
-    pub const ALL: [Code; 17] = [
-        Code::BadRequest,
-        Code::NotFound,
-        Code::MethodNotAllowed,
-        Code::LengthRequired,
-        Code::BodyTimeout,
-        Code::PreconditionFailed,
-        Code::BodyCap,
-        Code::UnsupportedEncoding,
-        Code::StackedEncoding,
-        Code::Concurrency,
-        Code::RateLimit,
-        Code::Internal,
-        Code::Storage,
-        Code::Timeout,
-        Code::NotReady,
-        Code::UriTooLong,
-        Code::HeaderTooLarge,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::BadRequest => "bad_request",
-            Code::NotFound => "not_found",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::LengthRequired => "length_required",
-            Code::BodyTimeout => "body_timeout",
-            Code::PreconditionFailed => "precondition_failed",
-            Code::BodyCap => "body_cap",
-            Code::UnsupportedEncoding => "unsupported_encoding",
-            Code::StackedEncoding => "stacked_encoding",
-            Code::Concurrency => "concurrency",
-            Code::RateLimit => "rate_limit",
-            Code::Internal => "internal",
-            Code::Storage => "storage",
-            Code::Timeout => "timeout",
-            Code::NotReady => "not_ready",
-            Code::UriTooLong => "uri_too_long",
-            Code::HeaderTooLarge => "header_too_large",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            Code::BadRequest => StatusCode::BAD_REQUEST,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::LengthRequired => StatusCode::LENGTH_REQUIRED,
-            Code::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Code::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            Code::BodyCap => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::UnsupportedEncoding | Code::StackedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Code::Concurrency | Code::RateLimit => StatusCode::TOO_MANY_REQUESTS,
-            Code::Internal | Code::Storage => StatusCode::INTERNAL_SERVER_ERROR,
-            Code::Timeout | Code::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            Code::UriTooLong => StatusCode::URI_TOO_LONG,
-            Code::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        }
-    }
-
-    pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            Code::BodyTimeout
-                | Code::Concurrency
-                | Code::RateLimit
-                | Code::Internal
-                | Code::Storage
-                | Code::Timeout
-                | Code::NotReady
-        )
-    }
-
     /// Index into per-code metric arrays.
     pub fn index(self) -> usize {
         self as usize
@@ -140,6 +127,12 @@ pub enum ApiError {
     Storage,
     Timeout,
     NotReady,
+    /// The engine cannot be reached (answered with `Retry-After: 1`).
+    StorageUnavailable,
+    /// The disk is full.
+    StorageFull,
+    /// The write would take the tenant past its storage quota.
+    QuotaStorage,
     /// Path and query over `limit` bytes.
     UriTooLong {
         limit: usize,
@@ -168,6 +161,9 @@ impl ApiError {
             ApiError::Storage => Code::Storage,
             ApiError::Timeout => Code::Timeout,
             ApiError::NotReady => Code::NotReady,
+            ApiError::StorageUnavailable => Code::StorageUnavailable,
+            ApiError::StorageFull => Code::StorageFull,
+            ApiError::QuotaStorage => Code::QuotaStorage,
             ApiError::UriTooLong { .. } => Code::UriTooLong,
             ApiError::HeaderTooLarge { .. } => Code::HeaderTooLarge,
         }
@@ -204,6 +200,9 @@ impl ApiError {
             ApiError::Storage => "storage error",
             ApiError::Timeout => "the request timed out",
             ApiError::NotReady => "not ready",
+            ApiError::StorageUnavailable => "storage is unavailable",
+            ApiError::StorageFull => "storage is full; nothing was written",
+            ApiError::QuotaStorage => "storage quota exceeded; nothing was written",
             ApiError::UriTooLong { limit } => {
                 let _ = write!(out, "path and query exceed {limit} bytes");
                 return;
@@ -236,7 +235,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, allow);
             }
-            ApiError::Concurrency => {
+            ApiError::Concurrency | ApiError::StorageUnavailable => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::RateLimit { retry_after_secs } => {
@@ -258,33 +257,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_code_has_the_spec_status_and_retryability() {
-        let table: &[(Code, u16, bool)] = &[
-            (Code::BadRequest, 400, false),
-            (Code::NotFound, 404, false),
-            (Code::MethodNotAllowed, 405, false),
-            (Code::LengthRequired, 411, false),
-            (Code::BodyTimeout, 408, true),
-            (Code::PreconditionFailed, 412, false),
-            (Code::BodyCap, 413, false),
-            (Code::UnsupportedEncoding, 415, false),
-            (Code::StackedEncoding, 415, false),
-            (Code::Concurrency, 429, true),
-            (Code::RateLimit, 429, true),
-            (Code::Internal, 500, true),
-            (Code::Storage, 500, true),
-            (Code::Timeout, 503, true),
-            (Code::NotReady, 503, true),
-            (Code::UriTooLong, 414, false),
-            (Code::HeaderTooLarge, 431, false),
+    fn every_code_has_its_documented_status_and_retryability() {
+        // Written out independently of the declaration, as docs/API.md lists them.
+        let table: &[(&str, u16, bool)] = &[
+            ("bad_request", 400, false),
+            ("auth", 401, false),
+            ("policy", 403, false),
+            ("not_found", 404, false),
+            ("method_not_allowed", 405, false),
+            ("body_timeout", 408, true),
+            ("compacted", 410, false),
+            ("length_required", 411, false),
+            ("precondition_failed", 412, false),
+            ("body_cap", 413, false),
+            ("uri_too_long", 414, false),
+            ("unsupported_encoding", 415, false),
+            ("stacked_encoding", 415, false),
+            ("concurrency", 429, true),
+            ("rate_limit", 429, true),
+            ("quota", 429, true),
+            ("header_too_large", 431, false),
+            ("internal", 500, true),
+            ("storage", 500, true),
+            ("timeout", 503, true),
+            ("not_ready", 503, true),
+            ("storage_unavailable", 503, true),
+            ("quota_storage", 507, false),
+            ("storage_full", 507, true),
         ];
         assert_eq!(table.len(), Code::ALL.len());
-        for (i, (code, status, retry)) in table.iter().enumerate() {
-            assert_eq!(
-                code.index(),
-                Code::ALL.iter().position(|c| c == code).unwrap_or(99)
-            );
-            assert_eq!(Code::ALL[i], *code);
+        for (i, (name, status, retry)) in table.iter().enumerate() {
+            let code = Code::ALL[i];
+            assert_eq!(code.index(), i);
+            assert_eq!(code.as_str(), *name);
             assert_eq!(code.status().as_u16(), *status, "{code:?}");
             assert_eq!(code.retryable(), *retry, "{code:?}");
         }
@@ -300,7 +305,7 @@ mod tests {
         .into_response(&rid);
         assert_eq!(resp.status(), 413);
         let body = http_body_util::BodyExt::collect(resp.into_body());
-        let bytes = futures_lite_block_on(body);
+        let bytes = collect_on_a_runtime(body);
         let v: serde_json::Value = serde_json::from_slice(&bytes).expect("valid json");
         assert_eq!(v["code"], "body_cap");
         assert_eq!(v["message"], "request body exceeds 1048576 bytes");
@@ -308,18 +313,15 @@ mod tests {
         assert_eq!(v["request_id"], "abc-1");
     }
 
-    fn futures_lite_block_on<F>(f: F) -> bytes::Bytes
+    fn collect_on_a_runtime<F>(f: F) -> bytes::Bytes
     where
         F: std::future::Future<
-                Output = Result<http_body_util::Collected<bytes::Bytes>, std::convert::Infallible>,
+                Output = Result<http_body_util::Collected<bytes::Bytes>, crate::response::BoxError>,
             >,
     {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a current-thread runtime builds");
-        match rt.block_on(f) {
-            Ok(c) => c.to_bytes(),
-            Err(never) => match never {},
-        }
+        rt.block_on(f).expect("a full body cannot fail").to_bytes()
     }
 }

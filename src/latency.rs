@@ -11,21 +11,24 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::router::{ROUTES, RouteId};
-
 /// Highest recordable value; longer requests are recorded as this (request timeouts are
 /// shorter anyway).
 const MAX_NS: u64 = 60_000_000_000;
 
 #[derive(Debug)]
 pub struct ServiceTimes {
-    /// One per route, plus "unmatched" at `ROUTES.len()`.
+    /// Route templates in route-id order, then "unmatched".
+    labels: Box<[&'static str]>,
+    /// One per label.
     routes: Box<[Mutex<Histogram<u64>>]>,
 }
 
 impl ServiceTimes {
-    pub fn new() -> ServiceTimes {
-        let routes = (0..=ROUTES.len())
+    /// Histograms for these route templates (in route-id order) and one for unmatched paths.
+    pub fn new(templates: &[&'static str]) -> ServiceTimes {
+        let mut labels = templates.to_vec();
+        labels.push("unmatched");
+        let routes = (0..labels.len())
             .map(|_| {
                 // 3 significant figures: p99 of a 5 µs answer is exact to 5 ns.
                 let h = Histogram::new_with_bounds(1, MAX_NS, 3)
@@ -33,10 +36,14 @@ impl ServiceTimes {
                 Mutex::new(h)
             })
             .collect();
-        ServiceTimes { routes }
+        ServiceTimes {
+            labels: labels.into_boxed_slice(),
+            routes,
+        }
     }
 
-    pub fn record(&self, route: RouteId, elapsed: Duration) {
+    /// Records one answer of route `route` (its index in the templates; past them: unmatched).
+    pub fn record(&self, route: usize, elapsed: Duration) {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(MAX_NS).max(1);
         if let Some(h) = self.routes.get(route) {
             h.lock()
@@ -57,7 +64,7 @@ impl ServiceTimes {
         let mut out = String::from("{\"unit\":\"us\",\"routes\":[");
         for (id, h) in self.routes.iter().enumerate() {
             let h = h.lock().unwrap_or_else(PoisonError::into_inner);
-            let route = ROUTES.get(id).map_or("unmatched", |r| r.template);
+            let route = self.labels[id];
             let us = |ns: u64| ns as f64 / 1_000.0;
             if id > 0 {
                 out.push(',');
@@ -79,31 +86,26 @@ impl ServiceTimes {
     }
 }
 
-impl Default for ServiceTimes {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn records_reports_and_resets() {
-        let st = ServiceTimes::new();
+        let st = ServiceTimes::new(&["/healthz", "/readyz"]);
         for us in 1..=100 {
             st.record(0, Duration::from_micros(us));
         }
         let v: serde_json::Value = serde_json::from_str(&st.to_json()).expect("valid JSON");
         let healthz = &v["routes"][0];
-        assert_eq!(healthz["route"], ROUTES[0].template);
+        assert_eq!(healthz["route"], "/healthz");
         assert_eq!(healthz["count"], 100);
         let p50 = healthz["p50"].as_f64().unwrap_or(0.0);
         assert!((49.9..=50.1).contains(&p50), "p50 {p50}");
         let p99 = healthz["p99"].as_f64().unwrap_or(0.0);
         assert!((98.9..=99.1).contains(&p99), "p99 {p99}");
         assert_eq!(v["routes"][1]["count"], 0);
+        assert_eq!(v["routes"][2]["route"], "unmatched");
         st.reset();
         let v: serde_json::Value = serde_json::from_str(&st.to_json()).expect("valid JSON");
         assert_eq!(v["routes"][0]["count"], 0);

@@ -31,12 +31,16 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod wire;
 
 use std::sync::Arc;
 
 /// Opens the store and builds the app state: the boot steps between config and bind.
 pub fn build_app(cfg: config::Config) -> Result<Arc<app::App>, String> {
-    let metrics = Arc::new(metrics::Metrics::new(cfg.dev.routes, cfg.dev.metrics));
+    let (dev_routes, dev_metrics) = (cfg.dev.routes, cfg.dev.metrics);
+    let labels = router::metric_labels(dev_routes, dev_metrics);
+    let metrics = Arc::new(metrics::Metrics::new(&labels));
+    let times = dev_metrics.then(|| latency::ServiceTimes::new(&router::templates()));
     let store = store::open(&cfg, Arc::clone(&metrics))?;
-    Ok(Arc::new(app::App::new(cfg, metrics, store)))
+    Ok(Arc::new(app::App::new(cfg, metrics, store, times)))
 }

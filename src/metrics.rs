@@ -1,45 +1,91 @@
-//! The metrics registry (SPEC §6): fixed arrays of atomics, indexed by route id, verb and
+//! The metrics registry (docs/RUNBOOK.md lists the families): fixed arrays of atomics, indexed by route id, verb and
 //! status slot, all resolved at boot. Recording a request is two array index computations and
 //! three relaxed atomic adds: no map lookup, no string, no lock. Every series that can occur is
 //! prewarmed, so `/metrics` shows it (at 0) before the first request.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::error::Code;
-use crate::guards::GuardSpec;
-use crate::router::{Plane, ROUTES, RouteId, UNMATCHED, Verb};
+use crate::wire::Verb;
 
-/// Statuses Micronode itself produces; the last slot catches anything else.
-const STATUSES: [u16; 18] = [
-    200, 201, 204, 304, 400, 404, 405, 408, 411, 412, 413, 414, 415, 429, 431, 500, 503, 0,
-];
-const STATUS_SLOTS: usize = STATUSES.len();
-const ROUTE_SLOTS: usize = ROUTES.len() + 1;
+/// Success and conditional statuses handlers answer; every error status comes from the code
+/// table in `error`.
+const SUCCESS_STATUSES: [u16; 4] = [200, 201, 204, 304];
+
+/// Every status Micronode itself produces, sorted, and how many there are.
+const KNOWN: ([u16; 64], usize) = known_statuses();
+
+const fn known_statuses() -> ([u16; 64], usize) {
+    let mut out = [0u16; 64];
+    let mut n = 0;
+    let mut i = 0;
+    while i < SUCCESS_STATUSES.len() + Code::ALL.len() {
+        let s = if i < SUCCESS_STATUSES.len() {
+            SUCCESS_STATUSES[i]
+        } else {
+            Code::ALL[i - SUCCESS_STATUSES.len()].status().as_u16()
+        };
+        // Insertion into the sorted prefix, skipping duplicates.
+        let mut j = 0;
+        while j < n && out[j] < s {
+            j += 1;
+        }
+        if j == n || out[j] != s {
+            let mut k = n;
+            while k > j {
+                out[k] = out[k - 1];
+                k -= 1;
+            }
+            out[j] = s;
+            n += 1;
+        }
+        i += 1;
+    }
+    (out, n)
+}
+
+/// One slot per known status, and a last one for anything else.
+const STATUS_SLOTS: usize = KNOWN.1 + 1;
+const OTHER_SLOT: usize = KNOWN.1;
+
+/// Status code → slot, for every status below 600.
+const SLOT_OF: [u8; 600] = slot_table();
+
+const fn slot_table() -> [u8; 600] {
+    let mut t = [OTHER_SLOT as u8; 600];
+    let mut i = 0;
+    while i < KNOWN.1 {
+        t[KNOWN.0[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+}
 
 fn status_slot(status: u16) -> usize {
-    match status {
-        200 => 0,
-        201 => 1,
-        204 => 2,
-        304 => 3,
-        400 => 4,
-        404 => 5,
-        405 => 6,
-        408 => 7,
-        411 => 8,
-        412 => 9,
-        413 => 10,
-        414 => 11,
-        415 => 12,
-        429 => 13,
-        431 => 14,
-        500 => 15,
-        503 => 16,
-        _ => 17,
-    }
+    SLOT_OF
+        .get(usize::from(status))
+        .map_or(OTHER_SLOT, |&s| usize::from(s))
 }
+
+/// The label of a status slot.
+fn status_label(slot: usize) -> Option<u16> {
+    (slot < KNOWN.1).then(|| KNOWN.0[slot])
+}
+
+/// What the registry learns of one route at boot: its template, whether its requests are
+/// counted per route, and the `(method, status)` series to show at 0 before any request.
+#[derive(Debug, Clone)]
+pub struct RouteLabels {
+    pub template: &'static str,
+    pub recorded: bool,
+    pub prewarm: Vec<(Verb, u16)>,
+}
+
+/// Index of a route in the label set handed to [`Metrics::new`]; one past the last route
+/// stands for "unmatched".
+pub type RouteId = usize;
 
 /// Latency buckets, 10 µs to 10 s, in nanoseconds.
 const LATENCY_BOUNDS_NS: &[u64] = &[
@@ -175,6 +221,10 @@ pub struct Gauges {
 
 #[derive(Debug)]
 pub struct Metrics {
+    /// Route templates in route-id order; `templates.len()` is the unmatched slot.
+    templates: Box<[&'static str]>,
+    /// Whether requests to each route are counted per route (dev routes only with dev metrics).
+    recorded: Box<[bool]>,
     requests: Box<[AtomicU64]>,
     latency: Box<[Histogram]>,
     /// Which request series are shown even at 0.
@@ -184,11 +234,9 @@ pub struct Metrics {
     kv_bytes_in: AtomicU64,
     kv_bytes_out: AtomicU64,
     handler_panics: AtomicU64,
+    storage_up: AtomicBool,
     pub flush_seconds: Histogram,
     pub commit_batch_size: Histogram,
-    /// Record per-route series for dev routes too.
-    dev_metrics: bool,
-    dev_routes: bool,
 }
 
 fn req_index(route: RouteId, verb: Verb, status_slot: usize) -> usize {
@@ -199,61 +247,36 @@ fn lat_index(route: RouteId, verb: Verb) -> usize {
     route * Verb::COUNT + verb as usize
 }
 
-/// Statuses an endpoint's guards can add to what its handler answers.
-fn guard_statuses(g: &GuardSpec, verb: Verb) -> Vec<u16> {
-    let mut s = Vec::new();
-    if g.bucket != crate::guards::Bucket::None || g.budget.is_some() {
-        s.push(429);
-    }
-    if g.edge {
-        s.extend([400, 413, 415]);
-        if verb.needs_length() {
-            s.extend([408, 411]);
-        }
-    }
-    if g.timeout.is_some() {
-        s.push(503);
-    }
-    s
-}
-
 impl Metrics {
-    pub fn new(dev_routes: bool, dev_metrics: bool) -> Self {
-        let requests = (0..ROUTE_SLOTS * Verb::COUNT * STATUS_SLOTS)
+    /// A registry for these routes (in route-id order). Unmatched requests get their own slot,
+    /// prewarmed with the answers given before any route is matched (404, 414, 431).
+    pub fn new(routes: &[RouteLabels]) -> Self {
+        let unmatched = routes.len();
+        let route_slots = unmatched + 1;
+        let requests = (0..route_slots * Verb::COUNT * STATUS_SLOTS)
             .map(|_| AtomicU64::new(0))
             .collect();
-        let latency = (0..ROUTE_SLOTS * Verb::COUNT)
+        let latency = (0..route_slots * Verb::COUNT)
             .map(|_| Histogram::new(LATENCY_BOUNDS_NS, 1e9))
             .collect();
-        let mut prewarmed = vec![false; ROUTE_SLOTS * Verb::COUNT * STATUS_SLOTS];
-        let main_verbs = [Verb::Get, Verb::Head, Verb::Post, Verb::Put, Verb::Delete];
-        for (id, route) in ROUTES.iter().enumerate() {
-            // Dev routes get series only when dev metrics are on too.
-            if !route.plane.served(dev_routes && dev_metrics, dev_metrics) {
-                continue;
-            }
-            for verb in main_verbs {
-                let statuses = match route.endpoint(verb) {
-                    None => vec![405],
-                    Some(ep) => {
-                        let mut s = crate::handlers::statuses(ep.handler).to_vec();
-                        s.extend(guard_statuses(&ep.guards, verb));
-                        s.push(500);
-                        s
-                    }
-                };
-                for st in statuses {
-                    prewarmed[req_index(id, verb, status_slot(st))] = true;
-                }
+        let mut prewarmed = vec![false; route_slots * Verb::COUNT * STATUS_SLOTS];
+        for (id, route) in routes.iter().enumerate() {
+            for &(verb, status) in &route.prewarm {
+                prewarmed[req_index(id, verb, status_slot(status))] = true;
             }
         }
-        // Unmatched paths, and the protocol limits judged before any route is matched.
-        for verb in main_verbs {
-            for st in [404, 414, 431] {
-                prewarmed[req_index(UNMATCHED, verb, status_slot(st))] = true;
+        for verb in [Verb::Get, Verb::Head, Verb::Post, Verb::Put, Verb::Delete] {
+            for code in [Code::NotFound, Code::UriTooLong, Code::HeaderTooLarge] {
+                prewarmed[req_index(unmatched, verb, status_slot(code.status().as_u16()))] = true;
             }
         }
+        let mut recorded: Vec<bool> = routes.iter().map(|r| r.recorded).collect();
+        recorded.push(true);
+        let mut templates: Vec<&'static str> = routes.iter().map(|r| r.template).collect();
+        templates.push("unmatched");
         Self {
+            templates: templates.into_boxed_slice(),
+            recorded: recorded.into_boxed_slice(),
             requests,
             latency,
             prewarmed: prewarmed.into_boxed_slice(),
@@ -262,16 +285,20 @@ impl Metrics {
             kv_bytes_in: AtomicU64::new(0),
             kv_bytes_out: AtomicU64::new(0),
             handler_panics: AtomicU64::new(0),
+            storage_up: AtomicBool::new(true),
             flush_seconds: Histogram::new(FLUSH_BOUNDS_NS, 1e9),
             commit_batch_size: Histogram::new(BATCH_BOUNDS, 1.0),
-            dev_metrics,
-            dev_routes,
         }
+    }
+
+    /// The route id that stands for "no route matched".
+    pub fn unmatched(&self) -> RouteId {
+        self.templates.len() - 1
     }
 
     /// Whether requests to this route are recorded per route.
     pub fn records(&self, route: RouteId) -> bool {
-        route == UNMATCHED || ROUTES[route].plane != Plane::Dev || self.dev_metrics
+        self.recorded.get(route).copied().unwrap_or(false)
     }
 
     /// Counts one answered request and its latency.
@@ -300,6 +327,11 @@ impl Metrics {
         self.handler_panics.load(Relaxed)
     }
 
+    /// Whether the storage engine answers (`micronode_storage_up`).
+    pub fn set_storage_up(&self, up: bool) {
+        self.storage_up.store(up, Relaxed);
+    }
+
     pub fn kv_op(&self, op: KvOp) {
         self.kv_ops[op as usize].fetch_add(1, Relaxed);
     }
@@ -325,29 +357,23 @@ impl Metrics {
 
         out.push_str("# HELP micronode_http_requests_total HTTP requests answered, by route template, method and status.\n");
         out.push_str("# TYPE micronode_http_requests_total counter\n");
-        for route in 0..ROUTE_SLOTS {
-            if ROUTES
-                .get(route)
-                .is_some_and(|r| !r.plane.served(self.dev_routes, self.dev_metrics))
-            {
-                continue;
-            }
+        for (route, template) in self.templates.iter().enumerate() {
             for verb in Verb::ALL {
-                for (slot, status) in STATUSES.iter().enumerate() {
+                for slot in 0..STATUS_SLOTS {
                     let i = req_index(route, verb, slot);
                     let n = self.requests[i].load(Relaxed);
                     if n == 0 && !self.prewarmed[i] {
                         continue;
                     }
-                    let status = match status {
-                        0 => "other".to_owned(),
-                        s => s.to_string(),
+                    let status = match status_label(slot) {
+                        None => "other".to_owned(),
+                        Some(s) => s.to_string(),
                     };
                     let _ = writeln!(
                         out,
                         "micronode_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
                         verb.as_str(),
-                        route_label(route),
+                        template,
                     );
                 }
             }
@@ -355,18 +381,14 @@ impl Metrics {
 
         out.push_str("# HELP micronode_request_latency_seconds Time from request head to response head, by route template and method.\n");
         out.push_str("# TYPE micronode_request_latency_seconds histogram\n");
-        for route in 0..ROUTE_SLOTS {
+        for (route, template) in self.templates.iter().enumerate() {
             for verb in Verb::ALL {
                 let h = &self.latency[lat_index(route, verb)];
                 let shown = (0..STATUS_SLOTS).any(|s| self.prewarmed[req_index(route, verb, s)]);
                 if !shown && h.count() == 0 {
                     continue;
                 }
-                let labels = format!(
-                    "method=\"{}\",route=\"{}\"",
-                    verb.as_str(),
-                    route_label(route)
-                );
+                let labels = format!("method=\"{}\",route=\"{template}\"", verb.as_str());
                 h.render(&mut out, "micronode_request_latency_seconds", &labels);
             }
         }
@@ -375,7 +397,7 @@ impl Metrics {
             "# HELP micronode_rejections_total Requests refused by Micronode, by error code.\n",
         );
         out.push_str("# TYPE micronode_rejections_total counter\n");
-        for code in Code::ALL {
+        for &code in Code::ALL {
             let _ = writeln!(
                 out,
                 "micronode_rejections_total{{reason=\"{}\"}} {}",
@@ -454,6 +476,14 @@ impl Metrics {
             self.kv_bytes_out.load(Relaxed)
         );
 
+        out.push_str("# HELP micronode_storage_up 1 while the storage engine answers.\n");
+        out.push_str("# TYPE micronode_storage_up gauge\n");
+        let _ = writeln!(
+            out,
+            "micronode_storage_up {}",
+            u8::from(self.storage_up.load(Relaxed))
+        );
+
         out.push_str("# HELP micronode_storage_flush_seconds Time of one store flush + fsync.\n");
         out.push_str("# TYPE micronode_storage_flush_seconds histogram\n");
         self.flush_seconds
@@ -465,14 +495,6 @@ impl Metrics {
         self.commit_batch_size
             .render(&mut out, "micronode_storage_commit_batch_size", "");
         out
-    }
-}
-
-fn route_label(route: RouteId) -> &'static str {
-    if route == UNMATCHED {
-        "unmatched"
-    } else {
-        ROUTES[route].template
     }
 }
 
@@ -496,26 +518,49 @@ mod tests {
         assert!(out.contains("x_count{a=\"b\"} 4\n"), "{out}");
     }
 
+    fn one_route() -> Vec<RouteLabels> {
+        vec![RouteLabels {
+            template: "/healthz",
+            recorded: true,
+            prewarm: vec![(Verb::Get, 200), (Verb::Put, 405)],
+        }]
+    }
+
     #[test]
     fn known_series_are_prewarmed() {
-        let m = Metrics::new(false, false);
+        let m = Metrics::new(&one_route());
         let text = m.render(&Gauges::default());
         for want in [
             "micronode_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 0",
-            "micronode_http_requests_total{method=\"PUT\",route=\"/v1/kv/{bucket}/{*key}\",status=\"413\"} 0",
+            "micronode_http_requests_total{method=\"PUT\",route=\"/healthz\",status=\"405\"} 0",
             "micronode_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 0",
+            "micronode_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"414\"} 0",
             "micronode_rejections_total{reason=\"stacked_encoding\"} 0",
+            "micronode_rejections_total{reason=\"storage_unavailable\"} 0",
             "micronode_request_latency_seconds_count{method=\"GET\",route=\"/healthz\"} 0",
             "micronode_kv_ops_total{op=\"list\"} 0",
+            "micronode_storage_up 1",
         ] {
             assert!(text.contains(want), "missing {want}");
         }
-        assert!(!text.contains("/dev/echo"), "dev routes off: no dev series");
+    }
+
+    #[test]
+    fn every_code_status_has_its_own_slot() {
+        for &code in Code::ALL {
+            let s = code.status().as_u16();
+            assert_eq!(status_label(status_slot(s)), Some(s), "{code:?}");
+        }
+        for s in SUCCESS_STATUSES {
+            assert_eq!(status_label(status_slot(s)), Some(s));
+        }
+        assert_eq!(status_label(status_slot(418)), None);
+        assert_eq!(status_label(status_slot(999)), None);
     }
 
     #[test]
     fn an_unusual_status_is_counted_not_lost() {
-        let m = Metrics::new(false, false);
+        let m = Metrics::new(&one_route());
         m.observe_request(0, Verb::Get, 418, Duration::from_micros(3));
         let text = m.render(&Gauges::default());
         assert!(text.contains(

@@ -210,7 +210,7 @@ impl Verdict {
         })
     }
 
-    /// The `/readyz` JSON body (SPEC §2), plus the error gate so an operator sees which gate
+    /// The `/readyz` JSON body (docs/API.md), plus the error gate so an operator sees which gate
     /// tripped.
     pub fn to_json(&self) -> String {
         let mut s = String::with_capacity(256);

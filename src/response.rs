@@ -1,12 +1,79 @@
-//! Response building blocks shared by handlers and the error mapping.
+//! Response building blocks shared by handlers and the error mapping. A leaf: it imports
+//! nothing of the crate.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
+use http_body::{Frame, SizeHint};
 use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
 
-/// Every response body Micronode sends is a single, fully known buffer.
-pub type Body = Full<Bytes>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body: one buffer known up front (every answer but the long ones — the fast
+/// path, which costs what a bare `Full<Bytes>` costs), or a stream of frames produced while
+/// the response is being sent (change feeds, snapshots).
+#[derive(Debug)]
+pub enum Body {
+    Full(Full<Bytes>),
+    Stream(BoxBody<Bytes, BoxError>),
+}
+
+impl Body {
+    pub fn full(bytes: impl Into<Bytes>) -> Body {
+        Body::Full(Full::new(bytes.into()))
+    }
+
+    /// A streamed body; it is sent chunked on HTTP/1.1, as DATA frames on HTTP/2.
+    pub fn stream<B>(body: B) -> Body
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Body::Stream(BoxBody::new(http_body_util::BodyExt::map_err(
+            body,
+            Into::into,
+        )))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Full(b) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Body::Stream(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(b) => b.is_end_stream(),
+            Body::Stream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(b) => b.size_hint(),
+            Body::Stream(b) => b.size_hint(),
+        }
+    }
+}
+
 pub type Resp = Response<Body>;
 
 pub const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -16,7 +83,7 @@ pub const PROMETHEUS_TEXT: HeaderValue =
 
 /// A response with a status, a content type and a body.
 pub fn with_body(status: StatusCode, content_type: HeaderValue, body: impl Into<Bytes>) -> Resp {
-    let mut resp = Response::new(Full::new(body.into()));
+    let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, content_type);
     resp
@@ -29,7 +96,7 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
 
 /// A response with no body at all (204, 304, 201 without content).
 pub fn empty(status: StatusCode) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(Body::full(Bytes::new()));
     *resp.status_mut() = status;
     resp
 }
@@ -41,5 +108,5 @@ pub fn strip_body_for_head(resp: Resp) -> Resp {
     if len > 0 && !parts.headers.contains_key(CONTENT_LENGTH) {
         parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, Body::full(Bytes::new()))
 }

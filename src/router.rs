@@ -2,10 +2,12 @@
 //! handler and guard spec. A `matchit` radix tree maps a path to a small route id that indexes
 //! the table; 404 and 405 are explicit branches.
 
-use http::{HeaderValue, Method};
+use http::HeaderValue;
 
 use crate::guards::GuardSpec;
-use crate::handlers::Handler;
+use crate::handlers::{Handler, statuses as handler_statuses};
+use crate::metrics::RouteLabels;
+use crate::wire::{PathParams, Verb};
 
 /// Where a route lives; dev routes exist only with `MICRONODE_DEV_ROUTES=1`, the service-time
 /// routes only with `MICRONODE_DEV_METRICS=1`.
@@ -25,65 +27,6 @@ impl Plane {
             Plane::Dev => dev_routes,
             Plane::DevMetrics => dev_metrics,
         }
-    }
-}
-
-/// Request methods we label metrics with; anything else is `Other`, so an attacker cannot
-/// create series by inventing methods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
-    Get,
-    Head,
-    Post,
-    Put,
-    Delete,
-    Patch,
-    Options,
-    Other,
-}
-
-impl Verb {
-    pub const COUNT: usize = 8;
-    pub const ALL: [Verb; Verb::COUNT] = [
-        Verb::Get,
-        Verb::Head,
-        Verb::Post,
-        Verb::Put,
-        Verb::Delete,
-        Verb::Patch,
-        Verb::Options,
-        Verb::Other,
-    ];
-
-    pub fn of(m: &Method) -> Verb {
-        match *m {
-            Method::GET => Verb::Get,
-            Method::HEAD => Verb::Head,
-            Method::POST => Verb::Post,
-            Method::PUT => Verb::Put,
-            Method::DELETE => Verb::Delete,
-            Method::PATCH => Verb::Patch,
-            Method::OPTIONS => Verb::Options,
-            _ => Verb::Other,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Get => "GET",
-            Verb::Head => "HEAD",
-            Verb::Post => "POST",
-            Verb::Put => "PUT",
-            Verb::Delete => "DELETE",
-            Verb::Patch => "PATCH",
-            Verb::Options => "OPTIONS",
-            Verb::Other => "OTHER",
-        }
-    }
-
-    /// Methods whose requests carry a body and so must declare its length.
-    pub fn needs_length(self) -> bool {
-        matches!(self, Verb::Post | Verb::Put | Verb::Patch)
     }
 }
 
@@ -111,7 +54,7 @@ const fn ep(verb: Verb, handler: Handler, guards: GuardSpec) -> Endpoint {
     }
 }
 
-/// THE route table (SPEC §2). HEAD is served for every GET endpoint without a body.
+/// THE route table (docs/API.md lists it). HEAD is served for every GET endpoint without a body.
 /// One line per route, kept unformatted so the table reads as a table.
 #[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
@@ -136,6 +79,45 @@ pub static ROUTES: &[Route] = &[
 /// Index of a route in [`ROUTES`]; `ROUTES.len()` stands for "unmatched" in metrics.
 pub type RouteId = usize;
 pub const UNMATCHED: RouteId = ROUTES.len();
+
+/// Every route template, in route-id order.
+pub fn templates() -> Vec<&'static str> {
+    ROUTES.iter().map(|r| r.template).collect()
+}
+
+/// The label sets of every route, in route-id order, for the metrics registry: dev routes are
+/// counted (and prewarmed) only when dev routes and dev metrics are both on; each endpoint's
+/// series are its handler's statuses, its guards' rejects and 500; other methods get 405.
+pub fn metric_labels(dev_routes: bool, dev_metrics: bool) -> Vec<RouteLabels> {
+    let main_verbs = [Verb::Get, Verb::Head, Verb::Post, Verb::Put, Verb::Delete];
+    ROUTES
+        .iter()
+        .map(|route| {
+            let recorded = route.plane.served(dev_routes && dev_metrics, dev_metrics);
+            let mut prewarm = Vec::new();
+            if recorded {
+                for verb in main_verbs {
+                    match route.endpoint(verb) {
+                        None => prewarm.push((verb, 405)),
+                        Some(ep) => {
+                            let statuses = handler_statuses(ep.handler)
+                                .iter()
+                                .copied()
+                                .chain(ep.guards.statuses(verb))
+                                .chain([500]);
+                            prewarm.extend(statuses.map(|s| (verb, s)));
+                        }
+                    }
+                }
+            }
+            RouteLabels {
+                template: route.template,
+                recorded,
+                prewarm,
+            }
+        })
+        .collect()
+}
 
 impl Route {
     /// The endpoint serving `verb`, with HEAD falling back to GET.
@@ -192,9 +174,14 @@ impl Router {
     }
 
     /// Matches a raw path. `None` is a 404.
-    pub fn at<'p>(&self, path: &'p str) -> Option<(RouteId, matchit::Params<'_, 'p>)> {
+    pub fn at(&self, path: &str) -> Option<(RouteId, PathParams)> {
         match self.tree.at(path) {
-            Ok(m) => Some((*m.value, m.params)),
+            Ok(m) => {
+                let id = *m.value;
+                let params =
+                    PathParams::new(ROUTES[id].template, path, m.params.iter().map(|(_, v)| v));
+                Some((id, params))
+            }
             Err(matchit::MatchError::NotFound) => None,
         }
     }
@@ -226,10 +213,11 @@ mod tests {
     #[test]
     fn kv_paths_match_with_slashes_in_the_key() {
         let r = Router::new(false, false);
-        let (id, params) = r.at("/v1/kv/b1/a/b/c").expect("kv route");
+        let path = "/v1/kv/b1/a/b/c";
+        let (id, params) = r.at(path).expect("kv route");
         assert_eq!(ROUTES[id].template, "/v1/kv/{bucket}/{*key}");
-        assert_eq!(params.get("bucket"), Some("b1"));
-        assert_eq!(params.get("key"), Some("a/b/c"));
+        assert_eq!(params.get(path, "bucket"), Some("b1"));
+        assert_eq!(params.get(path, "key"), Some("a/b/c"));
         let (id, _) = r.at("/v1/kv/b1").expect("list route");
         assert_eq!(ROUTES[id].template, "/v1/kv/{bucket}");
     }

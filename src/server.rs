@@ -8,33 +8,76 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use hyper::body::Incoming;
-use hyper::service::{HttpService, service_fn};
+use hyper::service::service_fn;
 use hyper::{Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::app::App;
 use crate::config::Config;
-use crate::guards::body::RequestBody;
 use crate::ready::Probe;
-use crate::response::Body as ResponseBody;
-use crate::service;
+use crate::service::{self, Service};
+use crate::wire::{ConnInfo, RequestBody};
+
+/// How an accepted TCP connection becomes the byte stream HTTP is served over: as it is, or
+/// after a handshake (TLS). The handshake runs in the connection's own task, bounded by the
+/// header read timeout and holding a slot of the connection budget, so a client that never
+/// finishes it costs one slot for one header timeout, like a slowloris head.
+pub trait Transport: Send + Sync + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Completes the handshake; may add what it learned (a peer identity) to `conn`.
+    fn handshake(
+        &self,
+        tcp: TcpStream,
+        conn: &mut ConnInfo,
+    ) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+/// Plain TCP: no handshake.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainTcp;
+
+impl Transport for PlainTcp {
+    type Io = TcpStream;
+
+    fn handshake(
+        &self,
+        tcp: TcpStream,
+        _conn: &mut ConnInfo,
+    ) -> impl Future<Output = std::io::Result<TcpStream>> + Send {
+        std::future::ready(Ok(tcp))
+    }
+}
+
+/// Serves `listener` over plain TCP until `shutdown` resolves; see [`run_with`].
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    run_with(listener, app, PlainTcp, shutdown).await;
+}
 
 /// Serves `listener` until `shutdown` resolves, then drains: `/readyz` turns 503 at once,
 /// the listener is closed, every connection is told to finish (HTTP/1 closes after the
 /// response in flight, HTTP/2 gets GOAWAY), and they get the grace time to do it.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+pub async fn run_with<T: Transport>(
+    listener: TcpListener,
+    app: Arc<App>,
+    transport: T,
+    shutdown: impl Future<Output = ()>,
+) {
     let cfg = &app.cfg;
     let builder = Arc::new(builder(cfg));
+    let service = Arc::new(Service::new(Arc::clone(&app)));
+    let transport = Arc::new(transport);
 
     // The open-connections budget: when it is spent the loop waits for a slot instead of
     // accepting, so the kernel backlog absorbs the excess rather than our memory. Getting
@@ -77,48 +120,16 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(cause = %e, %peer, "set_nodelay failed");
         }
-
-        // One per connection: the app and the counters the watchdog reads.
-        let conn_state = Arc::new(ConnState {
-            app: Arc::clone(&app),
-            heads: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
-            h2: AtomicBool::new(false),
-        });
-        let svc_state = Arc::clone(&conn_state);
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let inflight = InFlight::enter(&svc_state);
-            if req.version() == Version::HTTP_2 {
-                inflight.0.h2.store(true, Ordering::Relaxed);
-            }
-            let app = &inflight.0.app;
-            // Handler panics are caught (with their route) inside `handle`, and the waiting path
-            // catches its own; this is the last line for a bug anywhere else in the pipeline.
-            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                service::handle(app, req.map(RequestBody::from))
-            }))
-            .unwrap_or_else(|payload| {
-                service::Answer::now(service::answer_panic(app, payload.as_ref()))
-            });
-            answer.map(move |resp| {
-                drop(inflight);
-                Ok::<_, Infallible>(resp)
-            })
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let (close_tx, close_rx) = oneshot::channel();
-        tokio::spawn(watchdog(
-            close_tx,
-            conn_state,
-            stop_rx.clone(),
+        let conn = Connection {
+            service: Arc::clone(&service),
+            builder: Arc::clone(&builder),
+            transport: Arc::clone(&transport),
+            stop: stop_rx.clone(),
             timers,
-            peer,
-        ));
+        };
         tokio::spawn(async move {
             let _slot = permit;
-            drive(conn, close_rx, peer).await;
+            conn.serve(stream, peer).await;
         });
     }
 
@@ -132,6 +143,77 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         () = tokio::time::sleep(cfg.shutdown_grace()) => {
             tracing::warn!(grace_ms = cfg.server.shutdown_grace_ms, "grace time over; closing the remaining connections");
         }
+    }
+}
+
+/// What one connection's task needs from the server.
+struct Connection<T> {
+    service: Arc<Service>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    transport: Arc<T>,
+    stop: watch::Receiver<bool>,
+    timers: ConnTimers,
+}
+
+impl<T: Transport> Connection<T> {
+    /// Handshake, then HTTP until the connection ends or the watchdog closes it.
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
+        let mut info = ConnInfo { peer };
+        let mut stop = self.stop.clone();
+        let io = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopping| *stopping) => return,
+            r = tokio::time::timeout(self.timers.header, self.transport.handshake(tcp, &mut info)) => match r {
+                Ok(Ok(io)) => io,
+                Ok(Err(e)) => {
+                    tracing::debug!(cause = %e, %peer, "handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "handshake not finished within the header timeout");
+                    return;
+                }
+            },
+        };
+
+        // One per connection: the pipeline, what the connection knows, and the counters the
+        // watchdog reads.
+        let conn_state = Arc::new(ConnState {
+            service: self.service,
+            info: Arc::new(info),
+            heads: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+        });
+        let svc_state = Arc::clone(&conn_state);
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let inflight = InFlight::enter(&svc_state);
+            if req.version() == Version::HTTP_2 {
+                inflight.0.h2.store(true, Ordering::Relaxed);
+            }
+            let state = &inflight.0;
+            // Handler panics are caught (with their route) inside `handle`, and the waiting path
+            // catches its own; this is the last line for a bug anywhere else in the pipeline.
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                state
+                    .service
+                    .handle(&state.info, req.map(RequestBody::from))
+            }))
+            .unwrap_or_else(|payload| {
+                service::Answer::now(service::answer_panic(&state.service.app, payload.as_ref()))
+            });
+            answer.map(move |resp| {
+                drop(inflight);
+                Ok::<_, Infallible>(resp)
+            })
+        });
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(io), svc)
+            .into_owned();
+        let (close_tx, close_rx) = oneshot::channel();
+        tokio::spawn(watchdog(close_tx, conn_state, self.stop, self.timers, peer));
+        drive(conn, close_rx, peer).await;
     }
 }
 
@@ -157,11 +239,10 @@ fn builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// What the service of one connection shares with its watchdog.
 struct ConnState {
-    app: Arc<App>,
+    service: Arc<Service>,
+    info: Arc<ConnInfo>,
     /// Request heads received.
     heads: AtomicU64,
     /// Requests whose future ended (so `heads - answered` are in flight).
@@ -214,7 +295,8 @@ enum Close {
 /// connection never touches a timer.
 async fn drive<C>(conn: C, close: oneshot::Receiver<Close>, peer: SocketAddr)
 where
-    C: Future<Output = Result<(), BoxError>> + GracefulConnection,
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
 {
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -285,20 +367,4 @@ async fn watchdog(
         }
     };
     let _ = close.send(why);
-}
-
-/// The one thing the watcher needs of a hyper-util connection besides being a future.
-trait GracefulConnection {
-    fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<S> GracefulConnection for auto::Connection<'static, TokioIo<TcpStream>, S, TokioExecutor>
-where
-    S: HttpService<Incoming, ResBody = ResponseBody>,
-    S::Error: Into<BoxError>,
-    TokioExecutor: auto::HttpServerConnExec<S::Future, ResponseBody>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        auto::Connection::graceful_shutdown(self);
-    }
 }

@@ -1,4 +1,4 @@
-//! The per-request pipeline, in SPEC §3 order: request id → metrics timer → route match →
+//! The per-request pipeline, in the order docs/API.md gives: request id → metrics timer → route match →
 //! rate limit → decode guard → body cap → concurrency permit → timeout → handler. Everything
 //! before the handler looks at the request head only; the body is first polled by a handler.
 
@@ -12,23 +12,20 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 
-use http::header::HeaderName;
 use http::request::Parts;
 use http::{HeaderValue, Method, Request};
 use tracing::Instrument;
 
 use crate::app::{App, valid_request_id};
 use crate::error::{ApiError, Code};
-use crate::guards::body::RequestBody;
 use crate::guards::budget::Permit;
 use crate::guards::rate_limit::{TokenBucket, retry_after_secs};
 use crate::guards::{BodyPlan, Bound, Bucket, check_head};
 use crate::handlers::{self, Cx, Step};
 use crate::ready::Probe;
 use crate::response::{self, Resp};
-use crate::router::{Endpoint, Plane, ROUTES, RouteId, UNMATCHED, Verb};
-
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use crate::router::{Endpoint, Plane, ROUTES, RouteId, Router, UNMATCHED};
+use crate::wire::{ConnInfo, PathParams, RequestBody, Verb, X_REQUEST_ID};
 
 /// The answer to one request: ready now (the fast path — no future, no allocation beyond the
 /// response), or a boxed future for the endpoints that have to wait (a body, a commit, a
@@ -58,53 +55,79 @@ impl Future for Answer {
     }
 }
 
-/// Answers one request. Never fails: every error becomes an envelope here.
-pub fn handle(app: &Arc<App>, req: Request<RequestBody>) -> Answer {
-    let start = Instant::now();
-    let (head, body) = req.into_parts();
-    let request_id = match head.headers.get(&X_REQUEST_ID) {
-        Some(v) if valid_request_id(v) => {
-            let mut v = v.clone();
-            v.set_sensitive(true); // per-request value: never worth an HPACK table entry
-            v
-        }
-        _ => app.new_request_id(),
-    };
-    let verb = Verb::of(&head.method);
+/// The request pipeline of one server: the shared state and the route table it matches
+/// against. The server builds one and every connection shares it.
+#[derive(Debug)]
+pub struct Service {
+    pub app: Arc<App>,
+    router: Router,
+}
 
-    let (route, result) = match check_protocol_limits(app, &head) {
-        Err(e) => (UNMATCHED, Err(e)),
-        Ok(()) => match app.router.at(head.uri.path()) {
-            None => (UNMATCHED, Err(ApiError::NotFound)),
-            Some((id, params)) => match ROUTES[id].endpoint(verb) {
-                None => (
-                    id,
-                    Err(ApiError::MethodNotAllowed {
-                        allow: app.router.allow(id).clone(),
-                    }),
-                ),
-                Some(ep) if waits(app, ep) => {
-                    drop(params);
-                    return later(app, start, id, ep, verb, head, body, request_id);
-                }
-                Some(ep) => (
-                    id,
-                    run_now(
-                        app,
-                        Matched {
+impl Service {
+    pub fn new(app: Arc<App>) -> Service {
+        let router = Router::new(app.cfg.dev.routes, app.cfg.dev.metrics);
+        Service { app, router }
+    }
+
+    /// Answers one request. Never fails: every error becomes an envelope here.
+    pub fn handle(self: &Arc<Self>, conn: &Arc<ConnInfo>, req: Request<RequestBody>) -> Answer {
+        let app = &self.app;
+        let start = Instant::now();
+        let (head, body) = req.into_parts();
+        let request_id = match head.headers.get(&X_REQUEST_ID) {
+            Some(v) if valid_request_id(v) => {
+                let mut v = v.clone();
+                v.set_sensitive(true); // per-request value: never worth an HPACK table entry
+                v
+            }
+            _ => app.new_request_id(),
+        };
+        let verb = Verb::of(&head.method);
+
+        let (route, result) = match check_protocol_limits(app, &head) {
+            Err(e) => (UNMATCHED, Err(e)),
+            Ok(()) => match self.router.at(head.uri.path()) {
+                None => (UNMATCHED, Err(ApiError::NotFound)),
+                Some((id, params)) => match ROUTES[id].endpoint(verb) {
+                    None => (
+                        id,
+                        Err(ApiError::MethodNotAllowed {
+                            allow: self.router.allow(id).clone(),
+                        }),
+                    ),
+                    Some(ep) if waits(app, ep) => {
+                        let req = Owned {
+                            start,
+                            route: id,
                             ep,
                             verb,
-                            head: &head,
-                            params: &params,
-                            request_id: &request_id,
-                        },
-                        body,
+                            params,
+                            head,
+                            body,
+                            request_id,
+                        };
+                        return later(Arc::clone(app), Arc::clone(conn), req);
+                    }
+                    Some(ep) => (
+                        id,
+                        run_now(
+                            app,
+                            Matched {
+                                ep,
+                                verb,
+                                conn,
+                                head: &head,
+                                params,
+                                request_id: &request_id,
+                            },
+                            body,
+                        ),
                     ),
-                ),
+                },
             },
-        },
-    };
-    Answer::now(finish(app, start, route, verb, &head, result, request_id))
+        };
+        Answer::now(finish(app, start, route, verb, &head, result, request_id))
+    }
 }
 
 /// Whether an endpoint may have to wait, and so runs as a boxed future.
@@ -118,20 +141,32 @@ fn waits(app: &App, ep: &Endpoint) -> bool {
     tarpit || handlers::waits(ep.handler, app)
 }
 
-/// The waiting path: the request moves into a boxed future that owns it.
-#[allow(clippy::too_many_arguments)] // the request's parts, passed once
-fn later(
-    app: &Arc<App>,
+/// A matched request that waits: everything it needs, owned by its boxed future.
+struct Owned {
     start: Instant,
     route: RouteId,
     ep: &'static Endpoint,
     verb: Verb,
+    params: PathParams,
     head: Parts,
     body: RequestBody,
     request_id: HeaderValue,
-) -> Answer {
-    let app = Arc::clone(app);
+}
+
+/// The waiting path: the request moves into a boxed future that owns it. The route was
+/// matched once, on the way in; its parameters travel as ranges of the owned path.
+fn later(app: Arc<App>, conn: Arc<ConnInfo>, req: Owned) -> Answer {
     Answer(Inner::Later(Box::pin(async move {
+        let Owned {
+            start,
+            route,
+            ep,
+            verb,
+            params,
+            head,
+            body,
+            request_id,
+        } = req;
         let run = async {
             let span = tracing::debug_span!(
                 "request",
@@ -139,24 +174,15 @@ fn later(
                 method = %head.method,
                 route = ROUTES[route].template,
             );
-            let result = match app.router.at(head.uri.path()) {
-                Some((_, params)) => {
-                    run_waiting(
-                        &app,
-                        Matched {
-                            ep,
-                            verb,
-                            head: &head,
-                            params: &params,
-                            request_id: &request_id,
-                        },
-                        body,
-                    )
-                    .instrument(span)
-                    .await
-                }
-                None => Err(ApiError::NotFound), // matched a moment ago; the table is fixed
+            let matched = Matched {
+                ep,
+                verb,
+                conn: &conn,
+                head: &head,
+                params,
+                request_id: &request_id,
             };
+            let result = run_waiting(&app, matched, body).instrument(span).await;
             finish(&app, start, route, verb, &head, result, request_id)
         };
         AssertUnwindSafe(run)
@@ -242,8 +268,9 @@ fn check_protocol_limits(app: &App, head: &Parts) -> Result<(), ApiError> {
 struct Matched<'a> {
     ep: &'a Endpoint,
     verb: Verb,
+    conn: &'a ConnInfo,
     head: &'a Parts,
-    params: &'a matchit::Params<'a, 'a>,
+    params: PathParams,
     request_id: &'a HeaderValue,
 }
 
@@ -270,6 +297,7 @@ fn admit<'a>(
     };
     let cx = Cx {
         app,
+        conn: m.conn,
         head: m.head,
         params: m.params,
         request_id: m.request_id,

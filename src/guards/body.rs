@@ -3,74 +3,16 @@
 //! (408), and — when allowed — gzip decoded on the fly under the decoded-size cap.
 
 use std::io::Write;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 
 use super::BodyPlan;
 use crate::error::ApiError;
-use crate::router::Verb;
-
-/// The request body type of the pipeline: hyper's stream in the server, a buffer in the
-/// in-process benches. An enum rather than a box, so no allocation per request.
-#[derive(Debug)]
-pub enum RequestBody {
-    Incoming(Incoming),
-    Buffered(Full<Bytes>),
-}
-
-impl From<Incoming> for RequestBody {
-    fn from(b: Incoming) -> Self {
-        RequestBody::Incoming(b)
-    }
-}
-
-impl From<Bytes> for RequestBody {
-    fn from(b: Bytes) -> Self {
-        RequestBody::Buffered(Full::new(b))
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
-            RequestBody::Buffered(b) => match Pin::new(b).poll_frame(cx) {
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(Some(Err(never))) => match never {},
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Incoming(b) => b.is_end_stream(),
-            RequestBody::Buffered(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Incoming(b) => b.size_hint(),
-            RequestBody::Buffered(b) => b.size_hint(),
-        }
-    }
-}
+use crate::wire::{RequestBody, Verb};
 
 /// The body-cap head check. Returns the declared length.
 pub fn check_length(verb: Verb, headers: &HeaderMap, max: u64) -> Result<u64, ApiError> {

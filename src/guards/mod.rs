@@ -1,6 +1,6 @@
-//! Ingress guards (SPEC §3): plain checks on the parsed request head, run before the body
+//! Ingress guards (docs/API.md, "Guards"): plain checks on the parsed request head, run before the body
 //! stream is polled. Each route's [`GuardSpec`] in the route table says which apply; the
-//! request pipeline in `service` applies them in the SPEC order:
+//! request pipeline in `service` applies them in this order:
 //! rate limit → decode guard → body cap → concurrency permit → timeout → handler.
 
 pub mod body;
@@ -11,7 +11,7 @@ pub mod rate_limit;
 use http::HeaderMap;
 
 use crate::error::ApiError;
-use crate::router::Verb;
+use crate::wire::Verb;
 
 /// Which token bucket a route draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +101,27 @@ impl GuardSpec {
     };
 }
 
+impl GuardSpec {
+    /// The statuses these guards can answer on an endpoint of this method (for metric
+    /// prewarming).
+    pub fn statuses(&self, verb: Verb) -> Vec<u16> {
+        let mut s = Vec::new();
+        if self.bucket != Bucket::None || self.budget.is_some() {
+            s.push(429);
+        }
+        if self.edge {
+            s.extend([400, 413, 415]);
+            if verb.needs_length() {
+                s.extend([408, 411]);
+            }
+        }
+        if self.timeout.is_some() || self.needs_store {
+            s.push(503);
+        }
+        s
+    }
+}
+
 /// What the head checks decided about the body, for the handler that reads it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BodyPlan {
@@ -135,7 +156,7 @@ mod props {
     use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, TRANSFER_ENCODING};
     use proptest::prelude::*;
 
-    /// The reference model of SPEC §3, written as plainly as possible.
+    /// The reference model of the head guards (docs/API.md), written as plainly as possible.
     fn model(
         verb: Verb,
         encodings: &[String],

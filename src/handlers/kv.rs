@@ -72,12 +72,12 @@ pub fn decode_key(raw: &str) -> Result<String, ApiError> {
     Ok(key)
 }
 
-fn bucket_and_key<'a>(params: &matchit::Params<'_, 'a>) -> Result<(&'a str, String), ApiError> {
-    let bucket = params.get("bucket").unwrap_or("");
+fn bucket_and_key<'a>(cx: &Cx<'a>) -> Result<(&'a str, String), ApiError> {
+    let bucket = cx.param("bucket");
     if !valid_bucket(bucket) {
         return Err(ApiError::BadRequest("invalid bucket name"));
     }
-    Ok((bucket, decode_key(params.get("key").unwrap_or(""))?))
+    Ok((bucket, decode_key(cx.param("key"))?))
 }
 
 /// `"<hex version>"`, a strong validator.
@@ -138,7 +138,7 @@ fn store_error(cx: &Cx<'_>, e: StoreError) -> ApiError {
 
 // GET /v1/kv/{bucket}/{*key}  (HEAD is the same without a body)
 pub fn get_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
-    let (bucket, key) = bucket_and_key(cx.params)?;
+    let (bucket, key) = bucket_and_key(&cx)?;
     cx.app.metrics.kv_op(KvOp::Get);
     let value = cx
         .app
@@ -173,7 +173,7 @@ pub fn get_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
 
 // PUT /v1/kv/{bucket}/{*key}
 pub async fn put_kv(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
-    let (bucket, key) = bucket_and_key(cx.params)?;
+    let (bucket, key) = bucket_and_key(&cx)?;
     let cond = write_cond(&cx.head.headers)?;
     let content_type = match cx.head.headers.get(CONTENT_TYPE) {
         Some(ct) if ct.len() > MAX_CONTENT_TYPE => {
@@ -206,7 +206,7 @@ pub async fn put_kv(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
 
 // DELETE /v1/kv/{bucket}/{*key}
 pub async fn delete_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
-    let (bucket, key) = bucket_and_key(cx.params)?;
+    let (bucket, key) = bucket_and_key(&cx)?;
     let cond = write_cond(&cx.head.headers)?;
     cx.app.metrics.kv_op(KvOp::Del);
     let existed = cx

@@ -19,29 +19,34 @@ use http::request::Parts;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::guards::BodyPlan;
-use crate::guards::body::{self, RequestBody};
+use crate::guards::body;
 use crate::response::Resp;
+use crate::wire::{ConnInfo, PathParams, RequestBody};
 
-/// What a handler gets: the app, the request head, the route's path parameters, and the body
+/// What a handler gets: the app, the connection, the request head, the route's path
+/// parameters, and the body
 /// (not yet polled) with the plan the head checks made for it.
 pub struct Cx<'a> {
     pub app: &'a App,
+    pub conn: &'a ConnInfo,
     pub head: &'a Parts,
-    pub params: &'a matchit::Params<'a, 'a>,
+    pub params: PathParams,
     pub request_id: &'a HeaderValue,
     pub plan: BodyPlan,
     pub body: RequestBody,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
     /// Reads the body under the body cap, stall bound and decode cap.
     pub async fn read_body(&mut self) -> Result<Bytes, ApiError> {
         let body = std::mem::replace(&mut self.body, RequestBody::from(Bytes::new()));
         body::read(body, self.plan, self.app.body_limits).await
     }
 
-    pub fn param(&self, name: &str) -> &str {
-        self.params.get(name).unwrap_or("")
+    /// A path parameter of the route (empty when the route has no such parameter). Borrows
+    /// the request head, not the context, so a handler can still read its body afterwards.
+    pub fn param(&self, name: &str) -> &'a str {
+        self.params.get(self.head.uri.path(), name).unwrap_or("")
     }
 }
 

@@ -212,7 +212,7 @@ mod suite {
             ..Default::default()
         };
         cfg.durability = crate::config::Durability::Sync;
-        let sled = sled_engine::SledStore::open(&cfg, Arc::new(Metrics::new(false, false)))
+        let sled = sled_engine::SledStore::open(&cfg, Arc::new(Metrics::new(&[])))
             .expect("sled opens in a temp dir");
         vec![
             (Arc::new(mem::MemStore::default()) as Arc<dyn Storage>, None),

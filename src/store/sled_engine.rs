@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn missing_parent_and_locked_dir_are_refused_with_the_path() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let m = Arc::new(Metrics::new(false, false));
+        let m = Arc::new(Metrics::new(&[]));
         let cfg = StorageCfg {
             path: dir.path().join("no/such/parent/db"),
             ..Default::default()

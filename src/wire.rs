@@ -1,0 +1,212 @@
+//! Wire-level types every layer shares: the request methods we tell apart, the request body
+//! type of the pipeline, and the request id header. A leaf: it imports nothing of the crate.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Method;
+use http::header::HeaderName;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+/// The request id header, echoed on every answer and carried by every log line.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request methods we label metrics with; anything else is `Other`, so an attacker cannot
+/// create series by inventing methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+    Other,
+}
+
+impl Verb {
+    pub const COUNT: usize = 8;
+    pub const ALL: [Verb; Verb::COUNT] = [
+        Verb::Get,
+        Verb::Head,
+        Verb::Post,
+        Verb::Put,
+        Verb::Delete,
+        Verb::Patch,
+        Verb::Options,
+        Verb::Other,
+    ];
+
+    pub fn of(m: &Method) -> Verb {
+        match *m {
+            Method::GET => Verb::Get,
+            Method::HEAD => Verb::Head,
+            Method::POST => Verb::Post,
+            Method::PUT => Verb::Put,
+            Method::DELETE => Verb::Delete,
+            Method::PATCH => Verb::Patch,
+            Method::OPTIONS => Verb::Options,
+            _ => Verb::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Head => "HEAD",
+            Verb::Post => "POST",
+            Verb::Put => "PUT",
+            Verb::Delete => "DELETE",
+            Verb::Patch => "PATCH",
+            Verb::Options => "OPTIONS",
+            Verb::Other => "OTHER",
+        }
+    }
+
+    /// Methods whose requests carry a body and so must declare its length.
+    pub fn needs_length(self) -> bool {
+        matches!(self, Verb::Post | Verb::Put | Verb::Patch)
+    }
+}
+
+/// The request body type of the pipeline: hyper's stream in the server, a buffer in the
+/// in-process benches. An enum rather than a box, so no allocation per request.
+#[derive(Debug)]
+pub enum RequestBody {
+    Incoming(Incoming),
+    Buffered(Full<Bytes>),
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(b: Incoming) -> Self {
+        RequestBody::Incoming(b)
+    }
+}
+
+impl From<Bytes> for RequestBody {
+    fn from(b: Bytes) -> Self {
+        RequestBody::Buffered(Full::new(b))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Buffered(b) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming(b) => b.is_end_stream(),
+            RequestBody::Buffered(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Incoming(b) => b.size_hint(),
+            RequestBody::Buffered(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Most parameters any route template has (`/v1/kv/{bucket}/{*key}`).
+const MAX_PARAMS: usize = 2;
+
+/// The path parameters of a matched route, kept as byte ranges of the request path: `Copy`,
+/// no allocation, and — unlike the router's borrowed match — still usable by a handler that
+/// runs later in a boxed future that owns the request.
+#[derive(Debug, Clone, Copy)]
+pub struct PathParams {
+    /// The matched route's template; parameter names are read from it in order.
+    template: &'static str,
+    ranges: [(u32, u32); MAX_PARAMS],
+    len: usize,
+}
+
+impl PathParams {
+    /// No parameters (a route without any, or a request that matched none).
+    pub const NONE: PathParams = PathParams {
+        template: "",
+        ranges: [(0, 0); MAX_PARAMS],
+        len: 0,
+    };
+
+    /// Records where each matched value lies in `path`. `values` are slices of `path`, in
+    /// template order, as the router returns them.
+    pub fn new<'p>(
+        template: &'static str,
+        path: &'p str,
+        values: impl Iterator<Item = &'p str>,
+    ) -> PathParams {
+        let mut p = PathParams {
+            template,
+            ..PathParams::NONE
+        };
+        let base = path.as_ptr() as usize;
+        for v in values.take(MAX_PARAMS) {
+            let start = (v.as_ptr() as usize).saturating_sub(base);
+            let end = start + v.len();
+            if end <= path.len() {
+                p.ranges[p.len] = (start as u32, end as u32);
+                p.len += 1;
+            }
+        }
+        p
+    }
+
+    /// The value of parameter `name` (as written in the template, without `{}` or `*`) in
+    /// `path`, the same path the parameters were matched on.
+    pub fn get<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
+        let i = self
+            .template
+            .split('{')
+            .skip(1)
+            .filter_map(|s| s.split_once('}').map(|(n, _)| n.trim_start_matches('*')))
+            .position(|n| n == name)?;
+        let &(start, end) = self.ranges.get(i).filter(|_| i < self.len)?;
+        path.get(start as usize..end as usize)
+    }
+}
+
+/// What a connection knows about itself, handed to every request on it.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: std::net::SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_params_read_back_by_name() {
+        let path = "/v1/kv/b1/a/b%20c";
+        let p = PathParams::new(
+            "/v1/kv/{bucket}/{*key}",
+            path,
+            [&path[7..9], &path[10..]].into_iter(),
+        );
+        assert_eq!(p.get(path, "bucket"), Some("b1"));
+        assert_eq!(p.get(path, "key"), Some("a/b%20c"));
+        assert_eq!(p.get(path, "nope"), None);
+        assert_eq!(PathParams::NONE.get(path, "bucket"), None);
+    }
+}
