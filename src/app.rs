@@ -17,8 +17,9 @@ use crate::metrics::{Gauges, Metrics};
 use crate::ready::{PROBES, Probe, Readiness};
 use crate::store::Storage;
 
-/// In-flight budget of `/dev/echo`: small and fixed, it is a dev helper.
-pub const DEV_ECHO_MAX_INFLIGHT: usize = 8;
+/// In-flight budget shared by the budgeted dev routes (`/dev/echo`, `/dev/panic`): small and
+/// fixed, they are dev helpers.
+pub const DEV_MAX_INFLIGHT: usize = 8;
 /// `/dev/rl`'s bucket when no global rate is configured.
 pub const DEV_RL_RPS: u32 = 10;
 pub const DEV_RL_BURST: u32 = 10;
@@ -81,7 +82,7 @@ impl App {
             budgets: [
                 InflightBudget::new(cfg.ready.max_inflight),
                 InflightBudget::new(cfg.limits.kv_max_inflight),
-                InflightBudget::new(DEV_ECHO_MAX_INFLIGHT),
+                InflightBudget::new(DEV_MAX_INFLIGHT),
             ],
             tarpit: InflightBudget::new(usize::MAX),
             head_limits: HeadLimits {

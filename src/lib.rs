@@ -1,20 +1,23 @@
 //! Micronode: a small, fast, single-node HTTP key-value service on raw hyper 1.x.
 //!
 //! # Layout
-//! - [`config`]   — defaults < TOML file < env; every knob validated once at boot.
-//! - [`server`]   — accept loop, protocol limits, connection budget, header and idle clocks,
-//!   graceful drain.
+//! Layers from the edge down; each imports only the ones below it (docs/ARCHITECTURE.md).
+//! - [`server`]   — accept loop, transport (plain TCP, or a handshake in the connection task),
+//!   protocol limits, connection budget, header and idle clocks, graceful drain.
 //! - [`service`]  — the per-request pipeline: request id, metrics, route match, guards, handler.
-//! - [`router`]   — THE route table (template, plane, per-method handler and guard spec).
+//! - [`router`]   — THE route table (template, plane, per-method handler and guard spec) and
+//!   the metric label sets derived from it.
 //! - [`guards`]   — inline head checks: rate limit, decode, body cap, concurrency, timeout.
-//! - [`handlers`] — plain async handlers: admin plane, KV, dev routes.
-//! - [`store`]    — the `Storage` trait, the `sled` and `mem` engines, group commit.
-//! - [`metrics`]  — the boot-resolved, prewarmed Prometheus registry.
-//! - [`latency`]  — dev-only service-time HdrHistograms behind `/dev/latency`.
-//! - [`ready`]    — readiness probes, draining, the windowed error-rate gate.
-//! - [`error`]    — the one response error type and its envelope.
-//! - [`response`] — response building blocks.
+//! - [`handlers`] — plain handlers: admin plane, KV, dev routes.
 //! - [`app`]      — the shared state of one server, request ids.
+//! - [`store`]    — the `Storage` contract, the `sled` and `mem` engines, group commit.
+//! - [`ready`]    — readiness probes, draining, the windowed error-rate gate.
+//! - [`metrics`]  — the Prometheus registry, label sets handed over at boot.
+//! - [`latency`]  — dev-only service-time HdrHistograms behind `/dev/latency`.
+//! - [`config`]   — defaults < TOML file < env; every knob declared once, validated at boot.
+//! - [`error`]    — the code table and the one response error type with its envelope.
+//! - [`response`] — response bodies (full or streamed) and builders.
+//! - [`wire`]     — types every layer shares: methods, request body, path params, conn info.
 //! - [`logging`]  — tracing setup (`RUST_LOG`, text or JSON).
 
 pub mod app;

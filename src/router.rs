@@ -69,9 +69,9 @@ pub static ROUTES: &[Route] = &[
         ep(Verb::Delete, Handler::DeleteKv, GuardSpec::KV_WRITE),
     ] },
     Route { template: "/v1/kv/{bucket}", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::ListKv, GuardSpec::KV_READ)] },
-    Route { template: "/dev/echo", plane: Plane::Dev, endpoints: &[ep(Verb::Post, Handler::PostEcho, GuardSpec::DEV_ECHO)] },
+    Route { template: "/dev/echo", plane: Plane::Dev, endpoints: &[ep(Verb::Post, Handler::PostEcho, GuardSpec::DEV_BUDGETED)] },
     Route { template: "/dev/rl", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetRl, GuardSpec::DEV_RL)] },
-    Route { template: "/dev/panic", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetPanic, GuardSpec::DEV_ECHO)] },
+    Route { template: "/dev/panic", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetPanic, GuardSpec::DEV_BUDGETED)] },
     Route { template: "/dev/latency", plane: Plane::DevMetrics, endpoints: &[ep(Verb::Get, Handler::GetLatency, GuardSpec::ADMIN)] },
     Route { template: "/dev/latency/reset", plane: Plane::DevMetrics, endpoints: &[ep(Verb::Post, Handler::PostLatencyReset, GuardSpec::ADMIN)] },
 ];

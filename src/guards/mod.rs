@@ -28,7 +28,8 @@ pub enum Bucket {
 pub enum BudgetId {
     Ready = 0,
     KvWrite = 1,
-    DevEcho = 2,
+    /// Shared by `/dev/echo` and `/dev/panic`.
+    Dev = 2,
 }
 
 impl BudgetId {
@@ -89,9 +90,9 @@ impl GuardSpec {
         budget: Some(BudgetId::KvWrite),
         ..GuardSpec::KV_READ
     };
-    /// `/dev/echo`: a small fixed budget.
-    pub const DEV_ECHO: GuardSpec = GuardSpec {
-        budget: Some(BudgetId::DevEcho),
+    /// `/dev/echo` and `/dev/panic`: one small fixed budget for both.
+    pub const DEV_BUDGETED: GuardSpec = GuardSpec {
+        budget: Some(BudgetId::Dev),
         ..GuardSpec::FEATURE
     };
     /// `/dev/rl`: always its own bucket.
