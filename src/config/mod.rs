@@ -498,6 +498,128 @@ mod tests {
         let back = Config::from_toml(&c.to_toml()).expect("round trip");
         assert_eq!(back, c);
     }
+
+    /// Each knob's rendered default, fed back through its variable, changes nothing: what
+    /// `--help` and docs/CONFIG.md show is what the parser reads.
+    #[test]
+    fn every_rendered_default_parses_back_through_its_variable() {
+        for knob in KNOBS {
+            let shown = knob.default_text();
+            if shown.is_empty() {
+                continue; // an unset optional value has no spelling
+            }
+            let c = load(None, &[(knob.env, &shown)])
+                .unwrap_or_else(|e| panic!("{}={shown:?} refused: {e}", knob.env));
+            assert_eq!(c, Config::default(), "{}={shown:?}", knob.env);
+        }
+    }
+
+    /// Every value an enum knob lists as allowed is accepted, and nothing else.
+    #[test]
+    fn enum_knobs_accept_exactly_their_listed_values() {
+        for (var, names) in [
+            (
+                "MICRONODE_STORAGE_ENGINE",
+                Engine::ALL
+                    .iter()
+                    .map(KnobValue::render)
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "MICRONODE_DURABILITY",
+                Durability::ALL.iter().map(KnobValue::render).collect(),
+            ),
+            (
+                "MICRONODE_LOG_FORMAT",
+                LogFormat::ALL.iter().map(KnobValue::render).collect(),
+            ),
+        ] {
+            for name in &names {
+                load(None, &[(var, name)]).unwrap_or_else(|e| panic!("{var}={name}: {e}"));
+            }
+            let err = load(None, &[(var, "nope")]).expect_err(var);
+            for name in &names {
+                assert!(
+                    err.to_string().contains(name.as_str()),
+                    "{err} should list {name}"
+                );
+            }
+        }
+    }
+
+    /// Booleans: the documented words in any case; the refusal lists exactly those words.
+    #[test]
+    fn booleans_accept_the_documented_words() {
+        for (raw, want) in [("1", true), ("True", true), ("YES", true), ("on", true)] {
+            let c = load(None, &[("MICRONODE_DEV_READY", raw)]).expect(raw);
+            assert_eq!(c.dev.ready, want, "{raw}");
+        }
+        for (raw, want) in [
+            ("0", false),
+            ("FALSE", false),
+            ("no", false),
+            ("Off", false),
+        ] {
+            let c = load(
+                None,
+                &[("MICRONODE_DEV_READY", "1"), ("MICRONODE_AMNESIA", raw)],
+            )
+            .expect(raw);
+            assert_eq!(c.storage.amnesia, want, "{raw}");
+        }
+        let err = load(None, &[("MICRONODE_DEV_READY", "y")]).expect_err("y");
+        assert!(
+            err.to_string()
+                .ends_with(&format!("expected {}", knob::BOOL_WORDS)),
+            "{err}"
+        );
+    }
+
+    /// A host name in the bind address resolves at load time, from env and from TOML.
+    #[test]
+    fn bind_address_accepts_a_host_name() {
+        let c = load(None, &[("MICRONODE_BIND_ADDR", "localhost:7")]).expect("localhost");
+        assert!(c.server.bind_addr.ip().is_loopback());
+        assert_eq!(c.server.bind_addr.port(), 7);
+        let c = load(Some("[server]\nbind_addr = \"localhost:8\"\n"), &[]).expect("toml");
+        assert!(c.server.bind_addr.ip().is_loopback());
+        assert_eq!(c.server.bind_addr.port(), 8);
+        for bad in [
+            "localhost",
+            "localhost:",
+            ":80",
+            "local host:80",
+            "-x:80",
+            "a..b:80",
+        ] {
+            let err = load(None, &[("MICRONODE_BIND_ADDR", bad)]).expect_err(bad);
+            assert!(err.to_string().contains("MICRONODE_BIND_ADDR"), "{err}");
+        }
+    }
+
+    /// The storage path matters only to sled.
+    #[test]
+    fn storage_path_is_checked_only_for_sled() {
+        load(
+            None,
+            &[
+                ("MICRONODE_STORAGE_PATH", ""),
+                ("MICRONODE_STORAGE_ENGINE", "mem"),
+            ],
+        )
+        .expect("mem needs no path");
+        load(
+            None,
+            &[("MICRONODE_STORAGE_PATH", ""), ("MICRONODE_AMNESIA", "1")],
+        )
+        .expect("amnesia needs no path");
+        let err = load(None, &[("MICRONODE_STORAGE_PATH", "")]).expect_err("sled needs one");
+        assert!(
+            err.to_string()
+                .contains("storage.path (MICRONODE_STORAGE_PATH)"),
+            "{err}"
+        );
+    }
 }
 
 #[cfg(test)]
