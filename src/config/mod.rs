@@ -120,6 +120,13 @@ knobs! {
         /// Engine; unset means `sled` (`mem` in amnesia mode).
         /// Kept optional so that an explicit `sled` together with amnesia can be refused.
         engine: Option<Engine> = None, env "MICRONODE_STORAGE_ENGINE",
+            check |cfg, engine| {
+                if cfg.storage.amnesia && *engine == Some(Engine::Sled) {
+                    return Err("engine \"sled\" writes to disk, which amnesia mode \
+                                (MICRONODE_AMNESIA=1) forbids".to_owned());
+                }
+                Ok(())
+            },
             serde(skip_serializing_if = "Option::is_none");
         /// sled directory; its parent must exist. Required only when the engine is `sled`.
         path: PathBuf = PathBuf::from("./micronode-data"), env "MICRONODE_STORAGE_PATH",
@@ -304,21 +311,14 @@ impl Config {
         Ok(())
     }
 
-    /// Each knob's range and own check, then the checks that span knobs. Keys are named as
-    /// `section.key (ENV_VAR)`.
+    /// Each knob's range and own check (a check may look at other knobs), in declaration
+    /// order. Keys are named as `section.key (ENV_VAR)`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for knob in KNOBS {
             (knob.check)(self).map_err(|cause| ConfigError::Invalid {
                 key: knob.label,
                 cause,
             })?;
-        }
-        let st = &self.storage;
-        if st.amnesia && st.engine == Some(Engine::Sled) {
-            return Err(ConfigError::Invalid {
-                key: "storage.engine (MICRONODE_STORAGE_ENGINE)",
-                cause: "engine \"sled\" writes to disk, which amnesia mode (MICRONODE_AMNESIA=1) forbids".to_owned(),
-            });
         }
         Ok(())
     }
