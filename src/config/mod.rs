@@ -1,0 +1,675 @@
+//! Configuration: built-in defaults < TOML file < environment.
+//!
+//! Every knob is declared once, in the `knobs!` block below: its field, type, default, TOML key
+//! (`section.field`), environment variable, allowed range and doc line. From that one entry come
+//! the section structs and their `Default`s, the [`KNOBS`] table, environment parsing
+//! ([`Config::load`]), range validation ([`Config::validate`]), the knob list of
+//! `micronode --help` and the table in docs/CONFIG.md (a test fails when the file and the
+//! declaration disagree; `micronode config-docs` prints the table).
+//!
+//! Anything unknown, unparsable or out of range is a [`ConfigError`] that names the key or
+//! variable; the binary turns it into exit code 2.
+//!
+//! # Adding a knob
+//! 1. One entry in the right section of `knobs!` below (a new TOML section is one more
+//!    `[name] NameCfg { … }` block there).
+//! 2. Regenerate the table in docs/CONFIG.md: `cargo run -q -- config-docs`.
+//! 3. Read it where it is used: `cfg.section.field`.
+
+mod docs;
+mod knob;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use docs::{DOCS_BEGIN, DOCS_END, docs_table};
+pub use knob::Knob;
+use knob::{KnobEnum, KnobValue, knobs};
+
+/// One day in milliseconds: the upper bound of most time knobs.
+const DAY_MS: u64 = 86_400_000;
+
+/// The variable naming a config file when `--config` is not given (not a knob: it decides
+/// where knobs come from).
+pub const CONFIG_FILE_ENV: &str = "MICRONODE_CONFIG";
+
+knobs! {
+    /// Listener, connections and protocol limits.
+    [server] ServerCfg {
+        /// Listen address, `IP:port` or `host:port`; port 0 = any free port, logged at boot.
+        /// A host name is resolved once, at boot, and its first address taken.
+        bind_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 5310)),
+            env "MICRONODE_BIND_ADDR" | "BIND_ADDR",
+            serde(deserialize_with = "knob::deserialize_socket_addr");
+        /// Runtime worker threads; 0 = one per core.
+        workers: usize = 0, env "MICRONODE_WORKERS", range 0..=1024;
+        /// Open connections; when spent the accept loop waits for a slot.
+        max_connections: usize = 10_000, env "MICRONODE_MAX_CONNECTIONS", range 1..=1_000_000;
+        /// A connection must send a complete request head within this.
+        /// The first one (also a connection that sends nothing) and, on HTTP/1, every next one
+        /// once the previous answer is out (so idle keep-alive and slowloris heads); enforced
+        /// by a per-connection watchdog, so the close lands within 1–1¼× the value.
+        header_read_timeout_ms: u64 = 5_000,
+            env "MICRONODE_HEADER_READ_TIMEOUT_MS", range 1..=DAY_MS;
+        /// Longest stall between body chunks → 408 `body_timeout`.
+        body_read_timeout_ms: u64 = 10_000,
+            env "MICRONODE_BODY_READ_TIMEOUT_MS", range 1..=DAY_MS;
+        /// Feature-route time bound → 503 `timeout`.
+        request_timeout_ms: u64 = 5_000, env "MICRONODE_REQUEST_TIMEOUT_MS", range 1..=DAY_MS;
+        /// Drain time on SIGTERM/SIGINT.
+        shutdown_grace_ms: u64 = 10_000, env "MICRONODE_SHUTDOWN_GRACE_MS", range 0..=DAY_MS;
+        /// A connection with no new request for this long is closed (HTTP/2: GOAWAY).
+        /// Within 1–1¼× the value; idle HTTP/1 keep-alive is closed sooner by the header
+        /// timeout.
+        idle_timeout_ms: u64 = 60_000, env "MICRONODE_IDLE_TIMEOUT_MS", range 1..=DAY_MS;
+        /// HTTP/1 header fields per request; past it hyper answers a bare 431.
+        h1_max_headers: usize = 100, env "MICRONODE_H1_MAX_HEADERS", range 1..=10_000;
+        /// HTTP/1 connection read buffer; a request head larger than it gets hyper's bare 431.
+        /// hyper refuses a buffer under 8 KiB.
+        read_buffer_bytes: usize = 65_536,
+            env "MICRONODE_READ_BUFFER_BYTES", range 8_192..=16 << 20;
+        /// Summed header fields (`name: value\r\n`) → 431 `header_too_large` (both protocols).
+        max_header_bytes: usize = 61_440,
+            env "MICRONODE_MAX_HEADER_BYTES", range 256..=16 << 20;
+        /// Path + query → 414 `uri_too_long` (both protocols).
+        max_uri_bytes: usize = 8_192, env "MICRONODE_MAX_URI_BYTES", range 16..=65_534;
+        /// HTTP/2 streams open at once per connection; more are refused (`REFUSED_STREAM`).
+        h2_max_concurrent_streams: u32 = 100,
+            env "MICRONODE_H2_MAX_CONCURRENT_STREAMS", range 1..=100_000;
+        /// Largest decoded HTTP/2 header list (advertised in SETTINGS).
+        h2_max_header_list_bytes: u32 = 65_536,
+            env "MICRONODE_H2_MAX_HEADER_LIST_BYTES", range 256..=16 << 20;
+        /// Streams a peer may reset before we accept them (rapid reset), per connection.
+        /// Past it: GOAWAY `ENHANCE_YOUR_CALM`. Always finite: there is no "unlimited".
+        h2_max_pending_reset_streams: usize = 20,
+            env "MICRONODE_H2_MAX_PENDING_RESET_STREAMS", range 1..=100_000;
+        /// Streams we may reset for peer errors per connection before GOAWAY.
+        /// Always finite.
+        h2_max_local_error_reset_streams: usize = 1_024,
+            env "MICRONODE_H2_MAX_LOCAL_ERROR_RESET_STREAMS", range 1..=1_000_000;
+    }
+
+    /// Request size and concurrency limits of the feature routes.
+    [limits] LimitsCfg {
+        /// Body cap → 413 `body_cap`.
+        max_body_bytes: u64 = 1_048_576, env "MICRONODE_MAX_BODY_BYTES", range 0..=1 << 30;
+        /// Accept a single `gzip` body, decoded while streaming.
+        allow_compressed: bool = false, env "MICRONODE_ALLOW_COMPRESSED";
+        /// Decoded-size cap for gzip bodies → 413.
+        decode_abs_cap_bytes: u64 = 4_194_304,
+            env "MICRONODE_DECODE_ABS_CAP_BYTES", range 1..=1 << 30;
+        /// In-flight KV writes (PUT/DELETE) → 429 `concurrency`.
+        kv_max_inflight: usize = 512, env "MICRONODE_KV_MAX_INFLIGHT", range 1..=1_000_000;
+    }
+
+    /// The global token bucket in front of the feature routes.
+    [rate_limit] RateLimitCfg {
+        /// Tokens per second of the global bucket; 0 turns it off.
+        rps: u32 = 0, env "MICRONODE_RL_RPS", range 0..=100_000_000;
+        /// Bucket depth; 0 means one second's worth (`rps`).
+        burst: u32 = 0, env "MICRONODE_RL_BURST", range 0..=100_000_000;
+        /// Delay before a 429 is sent, holding no permit.
+        tarpit_ms: u64 = 0, env "MICRONODE_RL_TARPIT_MS", range 0..=60_000;
+    }
+
+    /// The storage engine and its durability (docs/STORAGE.md).
+    [storage] StorageCfg {
+        /// Engine; unset means `sled` (`mem` in amnesia mode).
+        /// Kept optional so that an explicit `sled` together with amnesia can be refused.
+        engine: Option<Engine> = None, env "MICRONODE_STORAGE_ENGINE",
+            check |cfg, engine| {
+                if cfg.storage.amnesia && *engine == Some(Engine::Sled) {
+                    return Err("engine \"sled\" writes to disk, which amnesia mode \
+                                (MICRONODE_AMNESIA=1) forbids".to_owned());
+                }
+                Ok(())
+            },
+            serde(skip_serializing_if = "Option::is_none");
+        /// sled directory; its parent must exist. Required only when the engine is `sled`.
+        path: PathBuf = PathBuf::from("./micronode-data"), env "MICRONODE_STORAGE_PATH",
+            check |cfg, path| {
+                if cfg.storage.effective_engine() == Engine::Sled && path.as_os_str().is_empty() {
+                    return Err("must not be empty when the engine is sled".to_owned());
+                }
+                Ok(())
+            };
+        /// What a 2xx write waits for: `sync` (fsynced) or `periodic` (see docs/STORAGE.md).
+        durability: Durability = Durability::Sync, env "MICRONODE_DURABILITY";
+        /// Flush period in `periodic` mode.
+        flush_every_ms: u64 = 500, env "MICRONODE_FLUSH_EVERY_MS", range 1..=DAY_MS;
+        /// sled page cache.
+        cache_bytes: u64 = 64 * 1024 * 1024,
+            env "MICRONODE_STORAGE_CACHE_BYTES", range 1 << 20..=1 << 40;
+        /// RAM only: forces `mem`; an explicit `sled` engine is a config error.
+        amnesia: bool = false, env "MICRONODE_AMNESIA";
+    }
+
+    /// The readiness probe.
+    [ready] ReadyCfg {
+        /// `/readyz` time bound.
+        timeout_ms: u64 = 1_000, env "MICRONODE_READY_TIMEOUT_MS", range 1..=DAY_MS;
+        /// `/readyz` concurrency cap.
+        max_inflight: usize = 1_024, env "MICRONODE_READY_MAX_INFLIGHT", range 1..=1_000_000;
+        /// Dev hook: `/readyz` sleeps this long before answering.
+        sleep_ms: u64 = 0, env "MICRONODE_READY_SLEEP_MS", range 0..=DAY_MS;
+        /// 5xx share (percent) at or above which `/readyz` is 503; 0 = gate off.
+        error_gate_pct: u32 = 0, env "MICRONODE_READY_ERROR_GATE_PCT", range 0..=100;
+        /// Length of the sliding window the error share is taken over.
+        error_window_secs: u64 = 10, env "MICRONODE_READY_ERROR_WINDOW_SECS", range 1..=3_600;
+    }
+
+    /// Development and benchmark switches; all off in production.
+    [dev] DevCfg {
+        /// Expose `/dev/*`.
+        routes: bool = false, env "MICRONODE_DEV_ROUTES";
+        /// Per-route series for dev routes too, and `GET /dev/latency`.
+        /// `/dev/latency` gives service time per route from HdrHistograms (count, mean,
+        /// p50/p90/p99/p99.9/max in µs); `POST /dev/latency/reset` clears them.
+        metrics: bool = false, env "MICRONODE_DEV_METRICS";
+        /// Force `/readyz` ready (benches only).
+        ready: bool = false, env "MICRONODE_DEV_READY";
+    }
+
+    /// Logging to stderr.
+    [log] LogCfg {
+        /// Log line format on stderr: `text` (coloured only on a terminal) or `json`.
+        format: LogFormat = LogFormat::Text, env "MICRONODE_LOG_FORMAT";
+        /// A `tracing` filter (the `RUST_LOG` syntax); per-request lines are `debug`.
+        filter: String = "info".to_owned(), env "RUST_LOG",
+            check |_, filter| {
+                tracing_subscriber::EnvFilter::try_new(filter)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            };
+    }
+}
+
+/// A storage engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Sled,
+    Mem,
+}
+
+impl KnobEnum for Engine {
+    const ALL: &'static [Self] = &[Self::Sled, Self::Mem];
+}
+
+/// What a 2xx write waits for (docs/STORAGE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Sync,
+    Periodic,
+}
+
+impl KnobEnum for Durability {
+    const ALL: &'static [Self] = &[Self::Sync, Self::Periodic];
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl KnobEnum for LogFormat {
+    const ALL: &'static [Self] = &[Self::Text, Self::Json];
+}
+
+impl StorageCfg {
+    /// The engine that will really run.
+    pub fn effective_engine(&self) -> Engine {
+        match (self.amnesia, self.engine) {
+            (true, _) => Engine::Mem,
+            (false, e) => e.unwrap_or(Engine::Sled),
+        }
+    }
+}
+
+/// Why a configuration was refused. Each variant names the key or variable at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config file {path}: {cause}")]
+    File { path: String, cause: String },
+    /// The config file is not valid TOML for our schema (unknown key, wrong type, bad value).
+    #[error("config file {path}: {cause}")]
+    Toml { path: String, cause: String },
+    /// An environment variable could not be parsed.
+    #[error("environment variable {var}: {cause}")]
+    Env { var: &'static str, cause: String },
+    /// A value parsed but is out of range or inconsistent; `key` is `section.key (ENV_VAR)`.
+    #[error("config key {key}: {cause}")]
+    Invalid { key: &'static str, cause: String },
+}
+
+/// Every environment variable Micronode reads: the config file variable, then each knob's
+/// variable and its aliases, in declaration order.
+pub fn env_vars() -> impl Iterator<Item = &'static str> {
+    std::iter::once(CONFIG_FILE_ENV).chain(
+        KNOBS
+            .iter()
+            .flat_map(|k| std::iter::once(k.env).chain(k.aliases.iter().copied())),
+    )
+}
+
+impl Config {
+    /// Loads defaults < file < env. `env` looks a variable up (the process environment in
+    /// the binary, a map in tests, so parallel tests never share process state).
+    pub fn load(
+        file: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = file.map(str::to_owned).or_else(|| env(CONFIG_FILE_ENV));
+        let mut cfg = match file {
+            Some(path) => Self::from_file(&path)?,
+            None => Config::default(),
+        };
+        cfg.apply_env(&env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Loads from the real process environment.
+    pub fn from_process_env(file: Option<&str>) -> Result<Config, ConfigError> {
+        Self::load(file, |k| std::env::var(k).ok())
+    }
+
+    fn from_file(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            cause: e.kind().to_string(),
+        })?;
+        Self::from_toml(&text).map_err(|cause| ConfigError::Toml {
+            path: path.to_owned(),
+            cause,
+        })
+    }
+
+    /// Parses TOML text; unknown keys are refused.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.message().trim().to_owned() + &span_hint(&e, text))
+    }
+
+    /// Applies each knob's variable (or, when it is unset, the first alias that is set).
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for knob in KNOBS {
+            let found = std::iter::once(knob.env)
+                .chain(knob.aliases.iter().copied())
+                .find_map(|var| env(var).map(|raw| (var, raw)));
+            if let Some((var, raw)) = found {
+                (knob.set)(self, &raw).map_err(|cause| ConfigError::Env { var, cause })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Each knob's range and own check (a check may look at other knobs), in declaration
+    /// order. Keys are named as `section.key (ENV_VAR)`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for knob in KNOBS {
+            (knob.check)(self).map_err(|cause| ConfigError::Invalid {
+                key: knob.label,
+                cause,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The effective config as TOML, for `--check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Worker threads to start: the knob, or one per core.
+    pub fn worker_threads(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.body_read_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.request_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.idle_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.server.shutdown_grace_ms)
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_millis(self.ready.timeout_ms)
+    }
+}
+
+/// " (line L, column C)" for a TOML error, when it has a position.
+fn span_hint(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(file_toml: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut cfg = match file_toml {
+            Some(t) => Config::from_toml(t).map_err(|cause| ConfigError::Toml {
+                path: "test.toml".into(),
+                cause,
+            })?,
+            None => Config::default(),
+        };
+        cfg.apply_env(&|k: &str| map.get(k).cloned())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The defaults are exactly the documented ones (docs/CONFIG.md).
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let c = load(None, &[]).expect("defaults are valid");
+        assert_eq!(c.server.bind_addr.to_string(), "127.0.0.1:5310");
+        assert_eq!(c.limits.max_body_bytes, 1_048_576);
+        assert_eq!(c.limits.decode_abs_cap_bytes, 4_194_304);
+        assert_eq!(c.limits.kv_max_inflight, 512);
+        assert_eq!(c.ready.timeout_ms, 1000);
+        assert_eq!(c.ready.max_inflight, 1024);
+        assert_eq!(c.server.request_timeout_ms, 5000);
+        assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.server.header_read_timeout_ms, 5000);
+        assert_eq!(c.server.body_read_timeout_ms, 10_000);
+        assert_eq!(c.server.shutdown_grace_ms, 10_000);
+        assert_eq!(c.storage.effective_engine(), Engine::Sled);
+        assert_eq!(c.storage.durability, Durability::Sync);
+        assert_eq!(c.storage.flush_every_ms, 500);
+        assert_eq!(c.storage.cache_bytes, 67_108_864);
+        assert_eq!(c.log.filter, "info");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load(
+            Some("[limits]\nmax_body_bytes = 10\n[server]\nrequest_timeout_ms = 7\n"),
+            &[("MICRONODE_MAX_BODY_BYTES", "20")],
+        )
+        .expect("valid");
+        assert_eq!(c.limits.max_body_bytes, 20);
+        assert_eq!(c.server.request_timeout_ms, 7);
+    }
+
+    #[test]
+    fn prefixed_bind_addr_wins_over_alias() {
+        let c = load(
+            None,
+            &[
+                ("BIND_ADDR", "127.0.0.1:1"),
+                ("MICRONODE_BIND_ADDR", "127.0.0.1:2"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.server.bind_addr.port(), 2);
+        let c = load(None, &[("BIND_ADDR", "127.0.0.1:3")]).expect("valid");
+        assert_eq!(c.server.bind_addr.port(), 3);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("MICRONODE_MAX_BODY_BYTES", "abc"),
+            ("MICRONODE_BIND_ADDR", "127.0.0.1:99999"),
+            ("MICRONODE_STORAGE_ENGINE", "rocks"),
+            ("MICRONODE_DURABILITY", "sometimes"),
+            ("MICRONODE_DEV_ROUTES", "maybe"),
+            ("MICRONODE_LOG_FORMAT", "xml"),
+        ];
+        for (var, val) in cases {
+            let err = load(None, &[(var, val)]).expect_err(var);
+            assert!(err.to_string().contains(var), "{err} should name {var}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        let err = load(None, &[("MICRONODE_READY_ERROR_GATE_PCT", "101")]).expect_err("range");
+        assert!(err.to_string().contains("MICRONODE_READY_ERROR_GATE_PCT"));
+        let err = load(None, &[("MICRONODE_REQUEST_TIMEOUT_MS", "0")]).expect_err("range");
+        assert!(err.to_string().contains("request_timeout_ms"));
+        let err = load(None, &[("RUST_LOG", "info,[[[")]).expect_err("filter");
+        assert!(err.to_string().contains("RUST_LOG"));
+    }
+
+    #[test]
+    fn unknown_toml_key_is_refused() {
+        let err = load(Some("[limits]\nmax_bodybytes = 1\n"), &[]).expect_err("unknown");
+        assert!(err.to_string().contains("max_bodybytes"), "{err}");
+        let err = load(Some("[nope]\n"), &[]).expect_err("unknown section");
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn amnesia_forces_mem_and_refuses_explicit_sled() {
+        let c = load(None, &[("MICRONODE_AMNESIA", "1")]).expect("valid");
+        assert_eq!(c.storage.effective_engine(), Engine::Mem);
+        let err = load(
+            None,
+            &[
+                ("MICRONODE_AMNESIA", "1"),
+                ("MICRONODE_STORAGE_ENGINE", "sled"),
+            ],
+        )
+        .expect_err("conflict");
+        assert!(err.to_string().contains("MICRONODE_STORAGE_ENGINE"));
+    }
+
+    #[test]
+    fn rendered_config_parses_back_to_itself() {
+        let c = load(None, &[("MICRONODE_RL_RPS", "5")]).expect("valid");
+        let back = Config::from_toml(&c.to_toml()).expect("round trip");
+        assert_eq!(back, c);
+    }
+
+    /// Each knob's rendered default, fed back through its variable, changes nothing: what
+    /// `--help` and docs/CONFIG.md show is what the parser reads.
+    #[test]
+    fn every_rendered_default_parses_back_through_its_variable() {
+        for knob in KNOBS {
+            let shown = knob.default_text();
+            if shown.is_empty() {
+                continue; // an unset optional value has no spelling
+            }
+            let c = load(None, &[(knob.env, &shown)])
+                .unwrap_or_else(|e| panic!("{}={shown:?} refused: {e}", knob.env));
+            assert_eq!(c, Config::default(), "{}={shown:?}", knob.env);
+        }
+    }
+
+    /// Every value an enum knob lists as allowed is accepted, and nothing else.
+    #[test]
+    fn enum_knobs_accept_exactly_their_listed_values() {
+        for (var, names) in [
+            (
+                "MICRONODE_STORAGE_ENGINE",
+                Engine::ALL
+                    .iter()
+                    .map(KnobValue::render)
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "MICRONODE_DURABILITY",
+                Durability::ALL.iter().map(KnobValue::render).collect(),
+            ),
+            (
+                "MICRONODE_LOG_FORMAT",
+                LogFormat::ALL.iter().map(KnobValue::render).collect(),
+            ),
+        ] {
+            for name in &names {
+                load(None, &[(var, name)]).unwrap_or_else(|e| panic!("{var}={name}: {e}"));
+            }
+            let err = load(None, &[(var, "nope")]).expect_err(var);
+            for name in &names {
+                assert!(
+                    err.to_string().contains(name.as_str()),
+                    "{err} should list {name}"
+                );
+            }
+        }
+    }
+
+    /// Booleans: the documented words in any case; the refusal lists exactly those words.
+    #[test]
+    fn booleans_accept_the_documented_words() {
+        for (raw, want) in [("1", true), ("True", true), ("YES", true), ("on", true)] {
+            let c = load(None, &[("MICRONODE_DEV_READY", raw)]).expect(raw);
+            assert_eq!(c.dev.ready, want, "{raw}");
+        }
+        for (raw, want) in [
+            ("0", false),
+            ("FALSE", false),
+            ("no", false),
+            ("Off", false),
+        ] {
+            let c = load(
+                None,
+                &[("MICRONODE_DEV_READY", "1"), ("MICRONODE_AMNESIA", raw)],
+            )
+            .expect(raw);
+            assert_eq!(c.storage.amnesia, want, "{raw}");
+        }
+        let err = load(None, &[("MICRONODE_DEV_READY", "y")]).expect_err("y");
+        assert!(
+            err.to_string()
+                .ends_with(&format!("expected {}", knob::BOOL_WORDS)),
+            "{err}"
+        );
+    }
+
+    /// A host name in the bind address resolves at load time, from env and from TOML.
+    #[test]
+    fn bind_address_accepts_a_host_name() {
+        let c = load(None, &[("MICRONODE_BIND_ADDR", "localhost:7")]).expect("localhost");
+        assert!(c.server.bind_addr.ip().is_loopback());
+        assert_eq!(c.server.bind_addr.port(), 7);
+        let c = load(Some("[server]\nbind_addr = \"localhost:8\"\n"), &[]).expect("toml");
+        assert!(c.server.bind_addr.ip().is_loopback());
+        assert_eq!(c.server.bind_addr.port(), 8);
+        for bad in [
+            "localhost",
+            "localhost:",
+            ":80",
+            "local host:80",
+            "-x:80",
+            "a..b:80",
+        ] {
+            let err = load(None, &[("MICRONODE_BIND_ADDR", bad)]).expect_err(bad);
+            assert!(err.to_string().contains("MICRONODE_BIND_ADDR"), "{err}");
+        }
+    }
+
+    /// The storage path matters only to sled.
+    #[test]
+    fn storage_path_is_checked_only_for_sled() {
+        load(
+            None,
+            &[
+                ("MICRONODE_STORAGE_PATH", ""),
+                ("MICRONODE_STORAGE_ENGINE", "mem"),
+            ],
+        )
+        .expect("mem needs no path");
+        load(
+            None,
+            &[("MICRONODE_STORAGE_PATH", ""), ("MICRONODE_AMNESIA", "1")],
+        )
+        .expect("amnesia needs no path");
+        let err = load(None, &[("MICRONODE_STORAGE_PATH", "")]).expect_err("sled needs one");
+        assert!(
+            err.to_string()
+                .contains("storage.path (MICRONODE_STORAGE_PATH)"),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any TOML text: parsed or refused with a message, never a panic; what parses and
+        /// validates renders back to the same config.
+        #[test]
+        fn any_toml_text_is_parsed_or_refused(text in "\\PC{0,200}") {
+            if let Ok(cfg) = Config::from_toml(&text)
+                && cfg.validate().is_ok()
+            {
+                prop_assert_eq!(Config::from_toml(&cfg.to_toml()), Ok(cfg));
+            }
+        }
+
+        /// Section-shaped TOML with plausible keys and junk values.
+        #[test]
+        fn toml_sections_with_junk_values(
+            section in prop::sample::select(vec!["server", "limits", "rate_limit", "storage", "ready", "dev", "log"]),
+            key in "[a-z_]{1,30}",
+            value in prop::sample::select(vec!["0", "-1", "1e99", "\"x\"", "true", "[]", "{}", "18446744073709551616", "\"127.0.0.1:0\""]),
+        ) {
+            let text = format!("[{section}]\n{key} = {value}\n");
+            if let Ok(cfg) = Config::from_toml(&text) {
+                let _ = cfg.validate();
+            }
+        }
+
+        /// Any value for any variable: applied or refused naming that variable, never a panic.
+        #[test]
+        fn any_env_value_is_applied_or_named(
+            var in prop::sample::select(env_vars().collect::<Vec<_>>()),
+            value in "\\PC{0,24}|[0-9]{1,25}|-[0-9]{1,5}",
+        ) {
+            prop_assume!(var != CONFIG_FILE_ENV);
+            let value2 = value.clone();
+            match Config::load(None, move |k| (k == var).then(|| value2.clone())) {
+                Ok(cfg) => prop_assert!(cfg.validate().is_ok()),
+                Err(ConfigError::Env { var: named, .. }) => prop_assert_eq!(named, var),
+                Err(ConfigError::Invalid { key, .. }) => {
+                    // Range errors name `section.key (VAR)`; the alias names the prefixed var.
+                    let shown = if var == "BIND_ADDR" { "MICRONODE_BIND_ADDR" } else { var };
+                    prop_assert!(key.contains(shown) || key.contains(var), "{} for {}", key, var);
+                }
+                Err(other) => prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+    }
+}
