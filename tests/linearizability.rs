@@ -96,7 +96,7 @@ fn c_kill_9_sled_sync_is_linearizable() {
         .unwrap_or(3);
     let mut failed = Vec::new();
     for round in 0..rounds {
-        let mut scn = scenario(Engine::SledSync, Between::Kill9, 4, 500);
+        let mut scn = scenario(Engine::SledSync, Between::Kill9, 6, 500);
         scn.seed = scn.seed.wrapping_add(round as u64);
         let (_, out) = run_and_check(&format!("(c) sled sync, kill -9, round {round}"), &scn);
         if !out.is_linearizable() {

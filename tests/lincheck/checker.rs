@@ -761,3 +761,29 @@ fn minimize(items: Vec<Item>, tags: &TagMap, budget: u64) -> (Option<Time>, Vec<
     }
     (starts_at, w)
 }
+
+/// Test hook for the soundness of the cuts: on a linearizable history, every prefix and every
+/// window of every prefix the minimizer may take must be linearizable too. Returns the first
+/// cut that is not.
+#[cfg(test)]
+pub fn first_failing_cut(mut ops: Vec<Op>, budget: u64) -> Option<String> {
+    ops.retain(|o| !(o.call == Call::Get && o.ret.is_none()));
+    ops.sort_by_key(|o| o.invoke);
+    let Ok(tags) = TagMap::build(&ops) else {
+        return Some("tag conflict".to_owned());
+    };
+    let items = answered(ops);
+    for k in 1..=items.len() {
+        let p = prefix(&items, k);
+        if fails(&p, &Initial::Absent, &tags, budget) {
+            return Some(format!("prefix of {k} ops"));
+        }
+        for j in 1..p.len() {
+            let (w, init) = window(&p, j);
+            if fails(&w, &init, &tags, budget) {
+                return Some(format!("window from op {j} of the prefix of {k} ops"));
+            }
+        }
+    }
+    None
+}
