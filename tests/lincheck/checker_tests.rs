@@ -201,7 +201,7 @@ fn a_lost_acknowledged_write_after_a_restart_fails() {
     assert_eq!(w.items.len(), 2, "{w}");
 }
 
-/// The first witness: a create-only PUT, unanswered (the server was killed), whose
+/// A crash witness seen on sled: a create-only PUT, unanswered (the server was killed), whose
 /// value another client read; after the restart the key does not exist.
 #[test]
 fn an_unanswered_create_that_was_read_then_vanished_fails() {
@@ -212,7 +212,7 @@ fn an_unanswered_create_that_was_read_then_vanished_fails() {
     ]);
 }
 
-/// The second witness: a CAS's value is read by another client, then the crash rolls
+/// Another crash witness: a CAS's value is read by another client, then the crash rolls
 /// the CAS back and an `If-Match` with the old ETag succeeds.
 #[test]
 fn a_cas_read_by_another_client_then_rolled_back_fails() {

@@ -163,10 +163,9 @@ pub fn run(scn: &Scenario) -> (History, Stats) {
             while done.load(Ordering::Relaxed) < at && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let pid = server.pid();
+            rec.event(format!("SIGKILL to server (pid {})", server.pid()));
             server.kill_9();
             stop.store(true, Ordering::Relaxed);
-            rec.event(format!("server killed with SIGKILL (pid {pid})"));
             stats.kills += 1;
         }
         for t in tasks {
