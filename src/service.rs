@@ -21,7 +21,7 @@ use crate::error::{ApiError, Code};
 use crate::guards::budget::Permit;
 use crate::guards::rate_limit::{TokenBucket, retry_after_secs};
 use crate::guards::{BodyPlan, Bound, Bucket, check_head};
-use crate::handlers::{self, Cx, Step};
+use crate::handlers::{self, Cx, Detached, Step};
 use crate::ready::Probe;
 use crate::response::{self, Resp};
 use crate::router::{Endpoint, Plane, ROUTES, RouteId, Router, UNMATCHED};
@@ -108,25 +108,41 @@ impl Service {
                         };
                         return later(Arc::clone(app), Arc::clone(conn), req);
                     }
-                    Some(ep) => (
-                        id,
-                        run_now(
-                            app,
-                            Matched {
-                                ep,
-                                verb,
-                                conn,
-                                head: &head,
-                                params,
-                                request_id: &request_id,
-                            },
-                            body,
-                        ),
-                    ),
+                    Some(ep) => {
+                        let matched = Matched {
+                            ep,
+                            verb,
+                            conn,
+                            head: &head,
+                            params,
+                            request_id: &request_id,
+                        };
+                        match run_now(app, matched, body) {
+                            Ran::Done(result) => (id, result),
+                            Ran::Detached(rest) => {
+                                let ended = Ended {
+                                    start,
+                                    route: id,
+                                    verb,
+                                    method: head.method,
+                                    request_id,
+                                };
+                                return detached(Arc::clone(app), ended, ep, rest);
+                            }
+                        }
+                    }
                 },
             },
         };
-        Answer::now(finish(app, start, route, verb, &head, result, request_id))
+        Answer::now(finish(
+            app,
+            start,
+            route,
+            verb,
+            &head.method,
+            result,
+            request_id,
+        ))
     }
 }
 
@@ -183,7 +199,7 @@ fn later(app: Arc<App>, conn: Arc<ConnInfo>, req: Owned) -> Answer {
                 request_id: &request_id,
             };
             let result = run_waiting(&app, matched, body).instrument(span).await;
-            finish(&app, start, route, verb, &head, result, request_id)
+            finish(&app, start, route, verb, &head.method, result, request_id)
         };
         AssertUnwindSafe(run)
             .catch_unwind()
@@ -198,7 +214,7 @@ fn finish(
     start: Instant,
     route: RouteId,
     verb: Verb,
-    head: &Parts,
+    method: &Method,
     result: Result<Resp, ApiError>,
     request_id: HeaderValue,
 ) -> Resp {
@@ -209,7 +225,7 @@ fn finish(
             err.into_response(&request_id)
         }
     };
-    if head.method == Method::HEAD {
+    if *method == Method::HEAD {
         resp = response::strip_body_for_head(resp);
     }
     let status = resp.status().as_u16();
@@ -229,7 +245,7 @@ fn finish(
         let route_label = ROUTES.get(route).map_or("unmatched", |r| r.template);
         tracing::debug!(
             request_id = ?resp.headers().get(&X_REQUEST_ID),
-            method = %head.method,
+            method = %method,
             route = route_label,
             status,
             micros = now.duration_since(start).as_micros() as u64,
@@ -322,22 +338,78 @@ fn rate_limited(wait: Duration) -> ApiError {
     }
 }
 
+/// How a handler on the fast path ended.
+enum Ran {
+    Done(Result<Resp, ApiError>),
+    /// It answered, but its answer must wait (a read that would show a write not yet durable
+    /// waits for that write's commit); the rest owns everything it needs.
+    Detached(Detached),
+}
+
 /// Guards and handler of an endpoint that answers at once. A handler that answers at once
 /// needs no timer: nothing could interrupt it anyway.
-fn run_now(app: &App, m: Matched<'_>, body: RequestBody) -> Result<Resp, ApiError> {
-    if let Some(bucket) = bucket(app, m.ep) {
-        bucket.try_take(Instant::now()).map_err(rate_limited)?;
+fn run_now(app: &App, m: Matched<'_>, body: RequestBody) -> Ran {
+    if let Some(bucket) = bucket(app, m.ep)
+        && let Err(wait) = bucket.try_take(Instant::now())
+    {
+        return Ran::Done(Err(rate_limited(wait)));
     }
     let (ep, request_id) = (m.ep, m.request_id);
-    let (cx, _permit) = admit(app, m, body)?;
+    let (cx, _permit) = match admit(app, m, body) {
+        Ok(admitted) => admitted,
+        Err(e) => return Ran::Done(Err(e)),
+    };
     match std::panic::catch_unwind(AssertUnwindSafe(|| handlers::call(ep.handler, cx))) {
-        Ok(Step::Done(result)) => result,
+        Ok(Step::Done(result)) => Ran::Done(result),
+        Ok(Step::Detached(rest)) => Ran::Detached(rest),
         Ok(Step::Pending(_)) => {
             // `handlers::waits` said it would not wait: a bug in the handler table.
             tracing::error!(request_id = ?request_id, route = ?ep.handler, "handler waited on the fast path");
-            Err(ApiError::Internal)
+            Ran::Done(Err(ApiError::Internal))
         }
-        Err(payload) => Err(handler_panicked(app, request_id, payload.as_ref())),
+        Err(payload) => Ran::Done(Err(handler_panicked(app, request_id, payload.as_ref()))),
+    }
+}
+
+/// What `finish` needs of a request whose head is gone.
+struct Ended {
+    start: Instant,
+    route: RouteId,
+    verb: Verb,
+    method: Method,
+    request_id: HeaderValue,
+}
+
+/// The rest of a fast-path answer that has to wait, boxed only now (so a read costs a box only
+/// when it really waits), under the route's time bound. It holds no budget permit.
+fn detached(app: Arc<App>, e: Ended, ep: &'static Endpoint, rest: Detached) -> Answer {
+    Answer(Inner::Later(Box::pin(async move {
+        let rest = AssertUnwindSafe(rest).catch_unwind();
+        let result = match ep.guards.timeout {
+            None => rest.await,
+            Some(bound) => match tokio::time::timeout(bound_of(&app, bound), rest).await {
+                Ok(r) => r,
+                Err(_) => Ok(Err(ApiError::Timeout)),
+            },
+        };
+        let result = result
+            .unwrap_or_else(|payload| Err(handler_panicked(&app, &e.request_id, payload.as_ref())));
+        finish(
+            &app,
+            e.start,
+            e.route,
+            e.verb,
+            &e.method,
+            result,
+            e.request_id,
+        )
+    })))
+}
+
+fn bound_of(app: &App, bound: Bound) -> Duration {
+    match bound {
+        Bound::Ready => app.cfg.ready_timeout(),
+        Bound::Request => app.cfg.request_timeout(),
     }
 }
 
@@ -362,21 +434,16 @@ async fn run_waiting(app: &App, m: Matched<'_>, body: RequestBody) -> Result<Res
     let pending = match called {
         Ok(Step::Done(result)) => return result,
         Ok(Step::Pending(pending)) => pending,
+        Ok(Step::Detached(rest)) => rest,
         Err(payload) => return Err(handler_panicked(app, request_id, payload.as_ref())),
     };
     let handler = AssertUnwindSafe(pending).catch_unwind();
     let result = match ep.guards.timeout {
         None => handler.await,
-        Some(bound) => {
-            let bound = match bound {
-                Bound::Ready => app.cfg.ready_timeout(),
-                Bound::Request => app.cfg.request_timeout(),
-            };
-            match tokio::time::timeout(bound, handler).await {
-                Ok(result) => result,
-                Err(_) => return Err(ApiError::Timeout),
-            }
-        }
+        Some(bound) => match tokio::time::timeout(bound_of(app, bound), handler).await {
+            Ok(result) => result,
+            Err(_) => return Err(ApiError::Timeout),
+        },
     };
     result.unwrap_or_else(|payload| Err(handler_panicked(app, request_id, payload.as_ref())))
 }

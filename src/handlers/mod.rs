@@ -54,10 +54,17 @@ impl<'a> Cx<'a> {
 pub enum Step<'a> {
     Done(Result<Resp, ApiError>),
     Pending(Pending<'a>),
+    /// The answer is decided but must wait for something that owns all it needs (a read
+    /// waiting for the commit of the write it shows): a fast-path handler returns this
+    /// instead of being boxed on every call.
+    Detached(Detached),
 }
 
 /// A handler that has to wait, boxed (its state lives on the heap, not in every request's).
 pub type Pending<'a> = Pin<Box<dyn Future<Output = Result<Resp, ApiError>> + Send + 'a>>;
+
+/// The rest of an answer that no longer borrows the request.
+pub type Detached = Pin<Box<dyn Future<Output = Result<Resp, ApiError>> + Send + 'static>>;
 
 macro_rules! dispatch {
     (sync, $path:path, $cx:ident) => {
