@@ -42,7 +42,7 @@ boot_wait() {
     fi
     sleep "${BOOT_INTERVAL:-0.05}"
   done
-  echo "server (pid $pid) did not answer ${BOOT_ADDR:-<no address logged>}$path after $i polls; its log ($log):" >&2
+  echo "server (pid $pid) did not answer ${BOOT_ADDR:-<no address: no JSON \"addr\" line and no fixed port>}$path after $i polls; its log ($log):" >&2
   cat "$log" >&2 || true
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
