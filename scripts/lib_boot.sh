@@ -16,9 +16,12 @@ target_dir() { echo "${CARGO_TARGET_DIR:-target}"; }
 # micronode_bin — the release binary.
 micronode_bin() { echo "$(target_dir)/release/micronode"; }
 
-# addr_in_log LOG — the address in the first JSON log line that has an "addr" field.
+# addr_in_log LOG — the address in the first JSON log line that has an "addr" field; nothing
+# (and success, so `set -e` callers go on polling) while there is none or LOG does not exist
+# yet — the server's shell may not have opened it when the first poll runs.
 addr_in_log() {
-  sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' "$1" 2>/dev/null | head -n 1
+  [ -f "$1" ] || return 0
+  sed -n '/"addr":"/{s/.*"addr":"\([^"]*\)".*/\1/p;q;}' "$1" 2>/dev/null || true
 }
 
 # boot_wait PID LOG ADDR PATH — polls http://ADDR/PATH until it answers 2xx. An empty ADDR is
