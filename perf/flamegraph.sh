@@ -22,7 +22,9 @@ name="${NAME:-$( [ "${BARE:-0}" = 1 ] && echo bare || echo "$TARGET" | tr -c 'a-
 out=perf/out
 mkdir -p "$out"
 
-bench_tools
+bench_init
+trap bench_cleanup EXIT
+bench_prereqs
 if ! command -v perf >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bare hyper (examples/bare_hyper.rs) against Micronode /healthz, alternating, in one run on the
 # same pinning: server on core SERVER_CPU (one worker), wrk/h2load on core CLIENT_CPU.
-# Prints per-round numbers, medians (min–max), and the two SPEC §8 ratios:
+# Prints per-round numbers, medians (min–max), and the two ratios of docs/PERFORMANCE.md:
 #   rps ratio = healthz RPS / bare RPS (target ≥ 0.95)
 #   cpu ratio = healthz CPU µs per request / bare's (target ≤ 1.05)
 # then the same pair over HTTP/2 with h2load. The last line is machine-readable:
@@ -15,7 +15,9 @@ ROUNDS="${ROUNDS:-5}"
 BARE_PORT="${BARE_PORT:-5399}"
 NODE_PORT="${NODE_PORT:-5398}"
 
-bench_tools
+bench_init
+trap bench_cleanup EXIT
+bench_prereqs
 cargo build --release --quiet --bin micronode --example bare_hyper
 start_bare "$BARE_PORT"
 start_node "$NODE_PORT" MICRONODE_STORAGE_ENGINE=mem

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The wrk harness: every fast path and hot reject of SPEC §8 against the release binary, the
-# server pinned to core SERVER_CPU with one worker, wrk to core CLIENT_CPU. Per row: client RPS,
+# The wrk harness: every fast path and hot reject of docs/PERFORMANCE.md against the release
+# binary (${CARGO_TARGET_DIR:-target}/release), the server pinned to core SERVER_CPU with one
+# worker, wrk to core CLIENT_CPU. Per row: client RPS,
 # wrk p50/p99, server CPU µs per request (utime+stime from /proc ÷ requests), server-side mean
 # service time (Prometheus histogram sum/count delta) and p99 (from /dev/latency). Medians of
 # ROUNDS runs. Rows:
@@ -22,7 +23,9 @@ PORT="${PORT:-5398}"
 LATENCY="${LATENCY:-1}"
 base="http://127.0.0.1:$PORT"
 
-bench_tools
+bench_init
+trap bench_cleanup EXIT
+bench_prereqs
 cargo build --release --quiet --bin micronode --example bare_hyper
 BARE_PORT="${BARE_PORT:-5399}"
 if wanted_early() { case " $ROWS " in *" bare "*) return 0 ;; *) return 1 ;; esac; }; wanted_early; then

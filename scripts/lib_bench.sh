@@ -1,16 +1,31 @@
-# Shared by the bench scripts (sourced, not run). The server under test is pinned to core
-# SERVER_CPU with one runtime worker, the load generator to core CLIENT_CPU; every load run is
-# bounded by DUR (wrk) or a request count (h2load). Loopback only.
-# Needs wrk, h2load (HTTP/2 rows), curl and jq; installs them with apt-get when missing.
+# Shared by the bench scripts and perf/flamegraph.sh (sourced, not run). Sourcing only defines
+# functions; a script calls them in this order:
+#   . scripts/lib_bench.sh
+#   bench_init                  # knob defaults, BENCH_TMP
+#   trap bench_cleanup EXIT     # the calling script owns its traps
+#   bench_prereqs               # installs wrk, h2load, curl, jq with apt-get when missing
+# The server under test is pinned to core SERVER_CPU with one runtime worker, the load generator
+# to core CLIENT_CPU; every load run is bounded by DUR (wrk) or a request count (h2load).
+# Loopback only. Binaries come from ${CARGO_TARGET_DIR:-target}/release.
+# Knobs: DUR (5s), CONNS (64), THREADS (1), SERVER_CPU (0), CLIENT_CPU (1), H2_REQUESTS (200000).
 
-DUR="${DUR:-5s}"
-CONNS="${CONNS:-64}"
-THREADS="${THREADS:-1}"
-SERVER_CPU="${SERVER_CPU:-0}"
-CLIENT_CPU="${CLIENT_CPU:-1}"
-H2_REQUESTS="${H2_REQUESTS:-200000}"
+. "$(dirname "${BASH_SOURCE[0]}")/lib_boot.sh"
 
-bench_tools() {
+# bench_init — sets the knob defaults, an empty pid list and BENCH_TMP, a fresh temp dir that
+# bench_cleanup removes.
+bench_init() {
+  DUR="${DUR:-5s}"
+  CONNS="${CONNS:-64}"
+  THREADS="${THREADS:-1}"
+  SERVER_CPU="${SERVER_CPU:-0}"
+  CLIENT_CPU="${CLIENT_CPU:-1}"
+  H2_REQUESTS="${H2_REQUESTS:-200000}"
+  BENCH_PIDS=()
+  BENCH_TMP=$(mktemp -d)
+}
+
+# bench_prereqs — installs the load tools that are missing (apt-get).
+bench_prereqs() {
   local need=()
   command -v wrk >/dev/null || need+=(wrk)
   command -v h2load >/dev/null || need+=(nghttp2-client)
@@ -21,48 +36,37 @@ bench_tools() {
   fi
 }
 
-BENCH_PIDS=()
-BENCH_TMP=$(mktemp -d)
+# bench_cleanup — stops every server started here and removes BENCH_TMP; for `trap … EXIT`.
 bench_cleanup() {
   local p
-  for p in "${BENCH_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${BENCH_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$BENCH_TMP"
-}
-trap bench_cleanup EXIT
-
-# wait_up URL PID — polls until URL answers (bounded: 10 s).
-wait_up() {
-  local i
-  for i in $(seq 1 200); do
-    curl -fs -o /dev/null "$1" && return 0
-    kill -0 "$2" 2>/dev/null || { echo "server exited during boot" >&2; return 1; }
-    sleep 0.05
-  done
-  echo "server did not answer $1" >&2
-  return 1
+  for p in ${BENCH_PIDS[@]+"${BENCH_PIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
+  for p in ${BENCH_PIDS[@]+"${BENCH_PIDS[@]}"}; do wait "$p" 2>/dev/null || true; done
+  [ -n "${BENCH_TMP:-}" ] && rm -rf "$BENCH_TMP"
+  return 0
 }
 
-# start_bare PORT — the bare hyper baseline; sets BARE_PID.
+# start_bare PORT — the bare hyper baseline (examples/bare_hyper.rs); sets BARE_PID.
 start_bare() {
-  MICRONODE_WORKERS=1 taskset -c "$SERVER_CPU" ./target/release/examples/bare_hyper "127.0.0.1:$1" 2>/dev/null &
+  local log="$BENCH_TMP/bare-$1.log"
+  MICRONODE_WORKERS=1 taskset -c "$SERVER_CPU" "$(target_dir)/release/examples/bare_hyper" "127.0.0.1:$1" >"$log" 2>&1 &
   BARE_PID=$!
   BENCH_PIDS+=("$BARE_PID")
-  wait_up "http://127.0.0.1:$1/" "$BARE_PID"
+  boot_wait "$BARE_PID" "$log" "127.0.0.1:$1" /
 }
 
-# start_node PORT [VAR=value…] — Micronode with one worker; sets NODE_PID.
+# start_node PORT [VAR=value…] — Micronode with one worker on SERVER_CPU, its data in
+# BENCH_TMP; sets NODE_PID.
 start_node() {
   local port=$1
   shift
-  env MICRONODE_WORKERS=1 RUST_LOG=warn MICRONODE_BIND_ADDR="127.0.0.1:$port" \
-    MICRONODE_STORAGE_PATH="$BENCH_TMP/data-$port" "$@" \
-    taskset -c "$SERVER_CPU" ./target/release/micronode 2>"$BENCH_TMP/node-$port.log" &
-  NODE_PID=$!
+  boot_micronode "$BENCH_TMP/node-$port.log" MICRONODE_WORKERS=1 RUST_LOG=warn \
+    MICRONODE_BIND_ADDR="127.0.0.1:$port" MICRONODE_STORAGE_PATH="$BENCH_TMP/data-$port" "$@" \
+    -- taskset -c "$SERVER_CPU"
+  NODE_PID=$BOOT_PID
   BENCH_PIDS+=("$NODE_PID")
-  wait_up "http://127.0.0.1:$port/healthz" "$NODE_PID"
 }
 
+# stop_pid PID — SIGTERM, then waits for it.
 stop_pid() {
   kill -TERM "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true

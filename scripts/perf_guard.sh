@@ -2,8 +2,8 @@
 # Regression guard for CI: a short bench_compare (HTTP/1 only) that fails only when Micronode's
 # /healthz falls below 0.8 of the bare hyper baseline's RPS — loose on purpose, so that noise
 # on a shared 2-core machine never fails a build, while a real regression (an allocation storm,
-# a lock, logging on the hot path) does. The numbers SPEC §8 asks for are measured by
-# scripts/bench_compare.sh and reported in docs/PERFORMANCE.md, not asserted here.
+# a lock, logging on the hot path) does. The targets of docs/PERFORMANCE.md are measured by
+# scripts/bench_compare.sh and reported there, not asserted here.
 # Knobs: MIN_RATIO (0.8), ROUNDS (3), DUR (2s).
 set -euo pipefail
 cd "$(dirname "$0")/.."

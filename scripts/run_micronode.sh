@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Format, lint, build (release), start Micronode in the background, wait for /healthz by
-# polling, show /readyz and the head of /metrics, and write a PID file.
-# Knobs: BIND (default 127.0.0.1:5310), PID_FILE (default ./micronode.pid),
-# LOG_FILE (default ./micronode.log), SKIP_CHECKS=1 to skip fmt/clippy. Every MICRONODE_*
-# variable in the environment is passed through to the server.
+# polling (scripts/lib_boot.sh), show /readyz and the head of /metrics, and write a PID file.
+# Knobs: MICRONODE_BIND_ADDR (kept when set), else BIND (default 127.0.0.1:5310); PID_FILE
+# (default ./micronode.pid); LOG_FILE (default ./micronode.log, JSON lines unless
+# MICRONODE_LOG_FORMAT is set); SKIP_CHECKS=1 to skip fmt/clippy; CARGO_TARGET_DIR. Every
+# MICRONODE_* variable in the environment is passed through to the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib_boot.sh
 
-BIND="${BIND:-127.0.0.1:5310}"
+BIND="${MICRONODE_BIND_ADDR:-${BIND:-127.0.0.1:5310}}"
 PID_FILE="${PID_FILE:-./micronode.pid}"
 LOG_FILE="${LOG_FILE:-./micronode.log}"
 
@@ -17,25 +19,13 @@ if [ "${SKIP_CHECKS:-0}" != "1" ]; then
 fi
 cargo build --release --quiet
 
-MICRONODE_BIND_ADDR="$BIND" ./target/release/micronode >"$LOG_FILE" 2>&1 &
-echo $! >"$PID_FILE"
+boot_micronode "$LOG_FILE" MICRONODE_BIND_ADDR="$BIND"
+echo "$BOOT_PID" >"$PID_FILE"
+base="http://$BOOT_ADDR"
 
-for _ in $(seq 1 200); do
-  if curl -fsS "http://$BIND/healthz" >/dev/null 2>&1; then
-    break
-  fi
-  if ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
-    echo "micronode exited during boot:" >&2
-    cat "$LOG_FILE" >&2
-    exit 1
-  fi
-  sleep 0.05
-done
-curl -fsS "http://$BIND/healthz" >/dev/null
-
-echo "micronode running: pid $(cat "$PID_FILE"), http://$BIND"
+echo "micronode running: pid $BOOT_PID, $base (log: $LOG_FILE)"
 echo "--- /readyz"
-curl -sS "http://$BIND/readyz"
+curl -sS "$base/readyz"
 echo
 echo "--- /metrics (head)"
-curl -sS "http://$BIND/metrics" | awk 'NR <= 12'
+curl -sS "$base/metrics" | awk 'NR <= 12'

@@ -4,9 +4,9 @@ mod support;
 
 use support::{Conn, TestServer, request};
 
-/// Every admin route answers with the SPEC status, content type and body fields.
+/// Every admin route answers with the status, content type and body fields of docs/API.md.
 #[test]
-fn admin_routes_answer_as_the_spec_says() {
+fn admin_routes_answer_as_documented() {
     let s = TestServer::start(&[]);
     let r = s.get("/healthz");
     assert_eq!(r.status, 200);

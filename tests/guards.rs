@@ -1,4 +1,4 @@
-//! Every reject path of SPEC §2/§3 over real TCP: status, code, retryable, request id,
+//! Every reject path of docs/API.md (guards and error codes) over real TCP: status, code, retryable, request id,
 //! `Retry-After` where due, and the matching `micronode_rejections_total` increment.
 
 mod support;

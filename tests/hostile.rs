@@ -10,7 +10,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use support::{Conn, TestServer, WAIT, poll, request, series_count};
+use support::{Conn, TestServer, WAIT, poll, request, series_count, status_of};
 
 fn server() -> TestServer {
     TestServer::start(&[
@@ -18,14 +18,6 @@ fn server() -> TestServer {
         ("MICRONODE_STORAGE_ENGINE", "mem"),
         ("MICRONODE_HEADER_READ_TIMEOUT_MS", "500"),
     ])
-}
-
-fn still_serves(s: &TestServer) {
-    assert_eq!(
-        s.get("/healthz").status,
-        200,
-        "/healthz on a fresh connection"
-    );
 }
 
 fn stored(s: &TestServer, bucket: &str) -> Vec<String> {
@@ -59,23 +51,11 @@ fn raw(s: &TestServer, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&read_to_close(&mut c)).into_owned()
 }
 
-fn status_of(answer: &str) -> u16 {
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
-}
-
 /// Sum of every request series for one method and route (any status).
 fn answered(s: &TestServer, method: &str, route: &str) -> f64 {
-    let prefix = format!("micronode_http_requests_total{{method=\"{method}\",route=\"{route}\",");
-    s.get("/metrics")
-        .text()
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
+    s.scrape().sum(&format!(
+        "micronode_http_requests_total{{method=\"{method}\",route=\"{route}\","
+    ))
 }
 
 #[test]
@@ -103,7 +83,7 @@ fn slowloris_dribble_is_closed_at_the_header_timeout() {
     );
     drop(c);
     let _ = dribbler.join();
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -121,7 +101,7 @@ fn body_shorter_than_its_length_then_close_stores_nothing() {
     });
     assert_eq!(s.get("/v1/kv/short/k").status, 404);
     assert!(stored(&s, "short").is_empty());
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -152,7 +132,7 @@ fn bytes_past_the_length_are_a_separate_request_with_its_own_guards() {
     assert_eq!(c.read_response(false).expect("first").status, 201);
     assert_eq!(c.read_response(false).expect("second").status, 400);
     assert_eq!(s.get("/v1/kv/glue/c").body, b"abc");
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -177,7 +157,7 @@ fn malformed_content_lengths_are_400_and_store_nothing() {
         assert_eq!(status_of(&answer), 400, "{headers:?}: {answer}");
     }
     assert!(stored(&s, "cl").is_empty());
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -201,7 +181,7 @@ fn length_with_chunked_is_refused_in_both_orders_and_closes() {
         assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
     }
     assert!(stored(&s, "te").is_empty());
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -226,7 +206,7 @@ fn bad_chunk_sizes_never_reach_a_chunk_parser() {
     assert!(!answer.contains("\"name\":\"micronode\""), "{answer}");
     assert!(answer.matches("HTTP/1.1 ").count() <= 1, "{answer}");
     assert!(stored(&s, "chunk").is_empty());
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -267,7 +247,7 @@ fn too_many_or_too_large_headers_are_431() {
         s.metric("micronode_rejections_total{reason=\"header_too_large\"}"),
         before + 1.0
     );
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -340,7 +320,7 @@ fn path_hygiene() {
         ),
         1.0
     );
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -357,7 +337,7 @@ fn unknown_methods_are_405_with_allow() {
         r.assert_error(405, "method_not_allowed", false);
         assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
     }
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -376,7 +356,7 @@ fn handler_panic_is_500_counted_and_releases_its_permit() {
     );
     // The same connection and the budget-sharing route still work.
     assert_eq!(c.request("POST", "/dev/echo", &[], Some(b"{}")).status, 200);
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -412,7 +392,7 @@ fn junk_never_creates_metric_series() {
         assert!(resp.status >= 400, "{}", resp.status);
     }
     assert_eq!(series_count(&mut c), before);
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -439,7 +419,7 @@ fn next_head_after_an_answer_is_on_the_header_clock_too() {
     });
     assert!(c.is_closed_by_server(), "dribbled second head closed");
     let _ = dribbler.join();
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
@@ -465,5 +445,5 @@ fn a_slow_reader_of_a_large_value_is_not_cut_at_the_header_timeout() {
     assert_eq!(resp.body.len(), value.len(), "the answer was not cut");
     // With the answer out and no next head, the header clock closes it as usual.
     assert!(c.is_closed_by_server(), "closed after the answer");
-    still_serves(&s);
+    s.still_serves();
 }

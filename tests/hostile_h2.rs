@@ -7,7 +7,7 @@ mod support;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 
-use support::{ChildServer, WAIT, request, rss_kib};
+use support::{ChildServer, WAIT, rss_kib};
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
@@ -140,20 +140,15 @@ fn goaway_code(frames: &[Frame]) -> Option<u32> {
         .map(|f| u32::from_be_bytes([f.payload[4], f.payload[5], f.payload[6], f.payload[7]]))
 }
 
-fn start(env: &[(&str, &str)]) -> (ChildServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
+fn start(env: &[(&str, &str)]) -> ChildServer {
     let mut all = vec![("MICRONODE_STORAGE_ENGINE", "mem")];
     all.extend_from_slice(env);
-    (ChildServer::start(&all, dir.path()), dir)
-}
-
-fn still_serves(s: &ChildServer) {
-    assert_eq!(request(s.addr, "GET", "/healthz", &[], None).status, 200);
+    ChildServer::spawn(&all)
 }
 
 #[test]
 fn streams_beyond_the_limit_are_refused() {
-    let (s, _dir) = start(&[
+    let s = start(&[
         ("MICRONODE_H2_MAX_CONCURRENT_STREAMS", "2"),
         ("MICRONODE_READY_SLEEP_MS", "1000"),
         ("MICRONODE_DEV_READY", "1"),
@@ -188,13 +183,13 @@ fn streams_beyond_the_limit_are_refused() {
     assert_eq!(refused, vec![5]);
     answered.sort();
     assert_eq!(answered, vec![1, 3]);
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
 fn rapid_reset_loop_gets_goaway_with_bounded_memory() {
-    let (s, _dir) = start(&[]);
-    let pid = s.child.id();
+    let s = start(&[]);
+    let pid = s.pid();
     let rss_before = rss_kib(pid);
     let mut h2 = H2::open(s.addr);
     let block = get_block("/healthz");
@@ -236,13 +231,13 @@ fn rapid_reset_loop_gets_goaway_with_bounded_memory() {
     assert!(answered < sent as usize, "every reset stream was answered");
     let growth_mib = rss_kib(pid).saturating_sub(rss_before) / 1024;
     assert!(growth_mib < 32, "RSS grew by {growth_mib} MiB");
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
 fn continuation_flood_is_a_connection_error_with_flat_memory() {
-    let (s, _dir) = start(&[]);
-    let pid = s.child.id();
+    let s = start(&[]);
+    let pid = s.pid();
     let rss_before = rss_kib(pid);
     let mut h2 = H2::open(s.addr);
     // HEADERS without END_HEADERS, then up to 32 MiB of CONTINUATION full of literal fields.
@@ -276,12 +271,12 @@ fn continuation_flood_is_a_connection_error_with_flat_memory() {
     );
     let growth_mib = rss_kib(pid).saturating_sub(rss_before) / 1024;
     assert!(growth_mib < 32, "RSS grew by {growth_mib} MiB");
-    still_serves(&s);
+    s.still_serves();
 }
 
 #[test]
 fn idle_connections_get_goaway() {
-    let (s, _dir) = start(&[
+    let s = start(&[
         ("MICRONODE_IDLE_TIMEOUT_MS", "400"),
         ("MICRONODE_HEADER_READ_TIMEOUT_MS", "400"),
     ]);
@@ -302,5 +297,5 @@ fn idle_connections_get_goaway() {
     // An HTTP/2 connection that never sends a request is closed too (first-head deadline).
     let mut silent = H2::open(s.addr);
     silent.read_to_close();
-    still_serves(&s);
+    s.still_serves();
 }

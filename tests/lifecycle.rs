@@ -4,21 +4,17 @@ mod support;
 
 use std::thread;
 
-use support::{ChildServer, Conn, request};
+use support::{ChildServer, Conn};
 
 /// A `/readyz` held open by the dev sleep completes after SIGTERM and reports draining;
 /// new connections are refused; the process exits 0.
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_0() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = ChildServer::start(
-        &[
-            ("MICRONODE_READY_SLEEP_MS", "1500"),
-            ("MICRONODE_READY_TIMEOUT_MS", "10000"),
-            ("MICRONODE_STORAGE_ENGINE", "mem"),
-        ],
-        dir.path(),
-    );
+    let mut server = ChildServer::spawn(&[
+        ("MICRONODE_READY_SLEEP_MS", "1500"),
+        ("MICRONODE_READY_TIMEOUT_MS", "10000"),
+        ("MICRONODE_STORAGE_ENGINE", "mem"),
+    ]);
     let addr = server.addr;
     let held = thread::spawn(move || {
         let mut c = Conn::open(addr);
@@ -26,7 +22,7 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     });
     // Wait until the held request is really in flight (the gauge says so), then signal.
     support::poll("readyz in flight", || {
-        (support::metric(addr, "micronode_ready_inflight_current") >= 1.0).then_some(())
+        (server.metric("micronode_ready_inflight_current") >= 1.0).then_some(())
     });
     server.signal("TERM");
     support::poll("listener closed", || {
@@ -42,10 +38,9 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
 
 #[test]
 fn sigint_also_stops_cleanly() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = ChildServer::start(&[], dir.path());
+    let mut server = ChildServer::spawn(&[]);
     assert_eq!(
-        request(server.addr, "PUT", "/v1/kv/b/k", &[], Some(b"v")).status,
+        server.request("PUT", "/v1/kv/b/k", &[], Some(b"v")).status,
         201
     );
     server.signal("INT");

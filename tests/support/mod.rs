@@ -1,13 +1,21 @@
-//! Shared test helpers: start a real server (in-process on `127.0.0.1:0`, or the real binary
-//! as a child process), and a small blocking HTTP/1.1 client that speaks bytes over TCP, so
-//! tests can send exactly what a client — or an attacker — would.
+//! Shared test helpers, each written once:
+//!
+//! - [`Server`]: the handle of a running server, either in this process ([`TestServer`]) or the
+//!   real binary as a child process ([`ChildServer`]). The handle owns the server's temp dir
+//!   (unless a test keeps the directory itself to restart on it), stops the server when dropped
+//!   and then removes the dir, and offers the same client calls for both kinds: [`Server::get`],
+//!   [`Server::request`], [`Server::metric`], [`Server::still_serves`].
+//! - [`Conn`], [`request`], [`Response`]: a small blocking HTTP/1.1 client that speaks bytes
+//!   over TCP, so tests send exactly what a client — or an attacker — would; [`status_of`] is
+//!   the one status-line parser.
+//! - [`Scrape`], [`metric`]: the one `/metrics` parser.
+//! - [`poll`]: the one bounded wait.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,21 +25,99 @@ use micronode::config::Config;
 /// Longest a test waits for anything before failing; bounds every poll loop.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// A server running in this process on its own runtime thread.
-pub struct TestServer {
+/// A running server of kind `K` ([`InProcess`] or [`Process`]) listening on loopback.
+pub struct Server<K> {
     pub addr: SocketAddr,
-    pub app: Arc<App>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    // Field order is drop order: the server stops before its directory is removed.
+    kind: K,
+    dir: Workdir,
 }
 
-impl TestServer {
+/// A server running in this process on its own runtime thread.
+pub type TestServer = Server<InProcess>;
+
+/// The real binary, running as a child process.
+pub type ChildServer = Server<Process>;
+
+/// Where a server keeps its files.
+enum Workdir {
+    /// A fresh temp dir that lives and dies with the handle.
+    Owned(tempfile::TempDir),
+    /// A directory the test keeps, so that a later server can reopen what this one wrote.
+    Kept(PathBuf),
+}
+
+impl Workdir {
+    fn fresh() -> Workdir {
+        Workdir::Owned(tempfile::tempdir().expect("temp dir"))
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Workdir::Owned(d) => d.path(),
+            Workdir::Kept(p) => p,
+        }
+    }
+}
+
+/// What every server handle offers, whatever runs the server.
+impl<K> Server<K> {
+    /// The server's working directory (its data lives below it unless the env says otherwise).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
+        request(self.addr, method, path, headers, body)
+    }
+
+    /// `GET path` on a fresh connection.
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], None)
+    }
+
+    /// One scrape of `/metrics`.
+    pub fn scrape(&self) -> Scrape {
+        Scrape::new(self.get("/metrics").text())
+    }
+
+    /// The value of one exact series (`name` or `name{labels}`); fails the test when the
+    /// series is absent, so a renamed series cannot read as 0.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.scrape().value(series)
+    }
+
+    /// Asserts `/healthz` answers 200 on a fresh connection (the server survived whatever the
+    /// test did to it).
+    pub fn still_serves(&self) {
+        assert_eq!(
+            self.get("/healthz").status,
+            200,
+            "/healthz on a fresh connection"
+        );
+    }
+}
+
+/// The in-process kind: the app, and how to stop its runtime thread.
+pub struct InProcess {
+    app: Arc<App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server<InProcess> {
     /// Starts with the given environment (as the binary would see it) on a sled store in a
-    /// fresh temp dir unless the env says otherwise.
+    /// fresh temp dir owned by the handle, unless the env says otherwise.
     pub fn start(env: &[(&str, &str)]) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut map: HashMap<String, String> = env
+        let dir = Workdir::fresh();
+        let mut map: std::collections::HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
@@ -39,10 +125,6 @@ impl TestServer {
         map.entry("MICRONODE_STORAGE_PATH".into())
             .or_insert_with(|| dir.path().join("data").display().to_string());
         let cfg = Config::load(None, |k| map.get(k).cloned()).expect("test config is valid");
-        Self::start_cfg(cfg, dir)
-    }
-
-    fn start_cfg(cfg: Config, dir: tempfile::TempDir) -> TestServer {
         let app = micronode::build_app(cfg).expect("store opens");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -67,25 +149,23 @@ impl TestServer {
             });
         });
         let addr = addr_rx.recv_timeout(WAIT).expect("server bound");
-        TestServer {
+        Server {
             addr,
-            app,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-            _dir: dir,
+            kind: InProcess {
+                app,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            },
+            dir,
         }
     }
 
-    pub fn get(&self, path: &str) -> Response {
-        request(self.addr, "GET", path, &[], None)
-    }
-
-    pub fn metric(&self, series: &str) -> f64 {
-        metric(self.addr, series)
+    pub fn app(&self) -> &Arc<App> {
+        &self.kind.app
     }
 }
 
-impl Drop for TestServer {
+impl Drop for InProcess {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -93,6 +173,129 @@ impl Drop for TestServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The child-process kind: the process and everything it wrote to stderr.
+pub struct Process {
+    child: std::process::Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_micronode")
+}
+
+impl Server<Process> {
+    /// Starts the binary with `env` in a fresh temp dir owned by the handle (its working
+    /// directory, so the default data directory lands there too).
+    pub fn spawn(env: &[(&str, &str)]) -> ChildServer {
+        Self::boot(env, Workdir::fresh())
+    }
+
+    /// Starts the binary with `env` in `cwd`, a directory the test keeps: a later server on the
+    /// same directory reopens what this one wrote.
+    pub fn start(env: &[(&str, &str)], cwd: &Path) -> ChildServer {
+        Self::boot(env, Workdir::Kept(cwd.to_path_buf()))
+    }
+
+    /// Starts the binary (plus loopback port 0 and JSON logs) and waits until it logs its
+    /// bound address and answers `/healthz`.
+    fn boot(env: &[(&str, &str)], dir: Workdir) -> ChildServer {
+        let mut cmd = Command::new(binary());
+        cmd.current_dir(dir.path())
+            .env_clear()
+            .env("MICRONODE_BIND_ADDR", "127.0.0.1:0")
+            .env("MICRONODE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn micronode");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Some(a) = v["addr"].as_str().and_then(|a| a.parse().ok()) {
+                        let _ = addr_tx.send(a);
+                    }
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        // From here on the handle owns the process: a failed boot kills it on drop.
+        let mut server = Server {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kind: Process { child, stderr },
+            dir,
+        };
+        server.addr = match addr_rx.recv_timeout(WAIT) {
+            Ok(a) => a,
+            Err(_) => panic!(
+                "server did not report its address; stderr: {}",
+                server.logs()
+            ),
+        };
+        let addr = server.addr;
+        poll("/healthz", || {
+            TcpStream::connect(addr)
+                .ok()
+                .map(|_| request(addr, "GET", "/healthz", &[], None))
+                .filter(|r| r.status == 200)
+        });
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.kind.child.id()
+    }
+
+    /// Sends a real signal (`TERM`, `INT`, `KILL`, …) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let child = &mut self.kind.child;
+        let status = try_poll(|| child.try_wait().expect("try_wait"));
+        match status {
+            Some(status) => status.code(),
+            None => {
+                let _ = self.kind.child.kill();
+                panic!("server did not exit in time; stderr: {}", self.logs());
+            }
+        }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        self.kind
+            .stderr
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -125,7 +328,8 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// Asserts the SPEC error envelope: status, code, retryable, request id echoed.
+    /// Asserts the error envelope of docs/API.md: status, code, retryable, a message, and the
+    /// request id echoed from the `x-request-id` header.
     pub fn assert_error(&self, status: u16, code: &str, retryable: bool) {
         assert_eq!(self.status, status, "body: {}", self.text());
         let v = self.json();
@@ -175,11 +379,7 @@ impl Conn {
                 "connection closed before a response",
             ));
         }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let status = status_of(&line);
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
@@ -253,25 +453,78 @@ pub fn request(
     Conn::open(addr).request(method, path, headers, body)
 }
 
-/// The value of one exact series line in `/metrics` (0 when absent).
-pub fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = request(addr, "GET", "/metrics", &[], None).text();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .map(|v| v.trim().parse().expect("numeric sample"))
-        .unwrap_or(0.0)
+/// The status code of an HTTP/1 status line (or of a whole answer that starts with one);
+/// fails the test on anything else.
+pub fn status_of(answer: &str) -> u16 {
+    let mut words = answer.split_whitespace();
+    words
+        .next()
+        .filter(|v| v.starts_with("HTTP/"))
+        .and(words.next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
 }
 
-/// How many sample lines `/metrics` has (its series count).
+/// One scrape of `/metrics`: the text, read by series.
+pub struct Scrape {
+    text: String,
+}
+
+impl Scrape {
+    pub fn new(text: String) -> Scrape {
+        Scrape { text }
+    }
+
+    /// Every sample line as (series, value); comments and blank lines skipped.
+    pub fn samples(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let (series, value) = l
+                    .rsplit_once(' ')
+                    .unwrap_or_else(|| panic!("sample line without a value: {l:?}"));
+                let value = value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("non-numeric sample: {l:?}"));
+                (series, value)
+            })
+    }
+
+    /// The value of one exact series (`name` or `name{labels}` as exposed), if present.
+    pub fn get(&self, series: &str) -> Option<f64> {
+        self.samples().find(|(s, _)| *s == series).map(|(_, v)| v)
+    }
+
+    /// The value of one exact series; fails the test when it is absent.
+    pub fn value(&self, series: &str) -> f64 {
+        self.get(series)
+            .unwrap_or_else(|| panic!("no series {series} in /metrics"))
+    }
+
+    /// The sum of every series that starts with `prefix` (e.g. one method and route over
+    /// every status).
+    pub fn sum(&self, prefix: &str) -> f64 {
+        self.samples()
+            .filter(|(s, _)| s.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// How many series there are.
+    pub fn series_count(&self) -> usize {
+        self.samples().count()
+    }
+}
+
+/// One exact series of `/metrics` at `addr`, read on a fresh connection (`None` when absent).
+pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    Scrape::new(request(addr, "GET", "/metrics", &[], None).text()).get(series)
+}
+
+/// How many sample lines `/metrics` has (its series count), read on `c`.
 pub fn series_count(c: &mut Conn) -> usize {
-    c.request("GET", "/metrics", &[], None)
-        .text()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .count()
+    Scrape::new(c.request("GET", "/metrics", &[], None).text()).series_count()
 }
 
 /// Resident memory of a process, in KiB (0 if it cannot be read).
@@ -286,121 +539,23 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls `f` until it returns `Some`, for at most `WAIT`.
-pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+/// Polls `f` every 10 ms until it returns `Some`, for at most `WAIT`; `None` past that.
+fn try_poll<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// The real binary, running as a child process.
-pub struct ChildServer {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub stderr: Arc<Mutex<String>>,
-}
-
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_micronode")
-}
-
-impl ChildServer {
-    /// Starts the binary with `env` (plus loopback port 0 and JSON logs) and waits until it
-    /// logs its bound address and answers `/healthz`.
-    pub fn start(env: &[(&str, &str)], cwd: &Path) -> ChildServer {
-        let mut cmd = Command::new(binary());
-        cmd.current_dir(cwd)
-            .env_clear()
-            .env("MICRONODE_BIND_ADDR", "127.0.0.1:0")
-            .env("MICRONODE_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn micronode");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let pipe = child.stderr.take().expect("piped stderr");
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(a) = v["addr"].as_str().and_then(|a| a.parse().ok()) {
-                        let _ = addr_tx.send(a);
-                    }
-                }
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            }
-        });
-        let addr: SocketAddr = match addr_rx.recv_timeout(WAIT) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "server did not report its address; stderr: {}",
-                    stderr.lock().map(|s| s.clone()).unwrap_or_default()
-                );
-            }
-        };
-        poll("/healthz", || {
-            TcpStream::connect(addr)
-                .ok()
-                .map(|_| request(addr, "GET", "/healthz", &[], None))
-                .filter(|r| r.status == 200)
-        });
-        ChildServer {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -{sig} failed");
-    }
-
-    /// Waits (bounded) for the process to exit; returns its exit code.
-    pub fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("server did not exit in time");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn logs(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Polls `f` until it returns `Some`, for at most `WAIT`; fails the test past that.
+pub fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    try_poll(f).unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
 
 /// Runs the binary to completion (config checks); returns exit code, stdout, stderr.
