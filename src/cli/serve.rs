@@ -47,6 +47,7 @@ async fn serve(cfg: Config) -> ExitCode {
         }
     };
     let local = listener.local_addr().map_or(bind, |a| a);
+    let shutdown = shutdown_signal();
     tracing::info!(
         addr = %local,
         engine = ?engine,
@@ -56,7 +57,7 @@ async fn serve(cfg: Config) -> ExitCode {
         workers = app.cfg.worker_threads(),
         "micronode listening"
     );
-    micronode::server::run(listener, app.clone(), shutdown_signal()).await;
+    micronode::server::run(listener, app.clone(), shutdown).await;
     let store = app.store.clone();
     let flushed = tokio::task::spawn_blocking(move || store.flush_blocking()).await;
     match flushed {
@@ -75,19 +76,24 @@ async fn serve(cfg: Config) -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Registers the SIGTERM and SIGINT handlers now — before the "listening" line, so a signal
+/// sent as soon as a supervisor sees the server up is never the default, fatal one — and
+/// resolves when either arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(cause = %e, "cannot listen for SIGTERM; only SIGINT will stop");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(cause = %e, "cannot listen for SIGTERM/SIGINT; running until killed");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
     }
 }
