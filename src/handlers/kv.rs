@@ -195,7 +195,9 @@ pub async fn put_kv(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
     let cond = write_cond(&cx.head.headers)?;
     let content_type = match cx.head.headers.get(CONTENT_TYPE) {
         Some(ct) if ct.len() > MAX_CONTENT_TYPE_BYTES => {
-            return Err(ApiError::BadRequest("Content-Type is too long"));
+            return Err(ApiError::BadRequest(
+                "Content-Type must be at most 1024 bytes",
+            ));
         }
         Some(ct) => ct.as_bytes().to_vec(),
         None => OCTET_STREAM.as_bytes().to_vec(),
