@@ -74,11 +74,35 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
     sync_dir(dir)
 }
 
+/// The `conf` file sled 0.34 writes for `segment_size` (no compression): its text lines and
+/// their CRC-32, little-endian. Writing it ourselves, atomically, before sled first opens a new
+/// directory leaves no moment in which a crash could tear it.
+pub fn conf_bytes(segment_size: usize) -> Vec<u8> {
+    let mut out = format!("segment_size: {segment_size}\nuse_compression: false\nversion: 0.34\n")
+        .into_bytes();
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Creates a new data directory with both `conf` files in place, durably.
+fn create_new(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let conf = conf_bytes(NEW_SEGMENT);
+    write_atomic(dir, GOOD_CONF, &conf)?;
+    write_atomic(dir, CONF, &conf)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 /// Repairs what a power loss can leave behind and picks the segment size, before sled opens
 /// `dir` (which may not exist yet).
 pub fn prepare(dir: &Path) -> std::io::Result<Prepared> {
     let mut out = Prepared::default();
     if !dir.is_dir() {
+        create_new(dir)?;
         out.segment_size = NEW_SEGMENT;
         return Ok(out);
     }
@@ -102,6 +126,7 @@ pub fn prepare(dir: &Path) -> std::io::Result<Prepared> {
                 fs::remove_file(dir.join(CONF))?;
             }
             if log_len == 0 {
+                create_new(dir)?;
                 NEW_SEGMENT
             } else {
                 // A data directory from before `conf.good` existed: sled's default then.

@@ -414,3 +414,29 @@ fn the_simulated_power_loss_catches_the_v1_layout() {
         "plain sled kept all {present} small writes: the simulation is too weak"
     );
 }
+
+/// The `conf` we write before sled's first open is byte for byte the one sled writes itself,
+/// so sled accepts it and never rewrites it.
+#[test]
+fn our_conf_is_the_one_sled_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for segment in [SLED_DEFAULT_SEGMENT, NEW_SEGMENT] {
+        let path = dir.path().join(format!("plain-{segment}"));
+        drop(
+            sled::Config::new()
+                .path(&path)
+                .segment_size(segment)
+                .open()
+                .expect("plain sled"),
+        );
+        let sleds = std::fs::read(path.join("conf")).expect("conf");
+        assert_eq!(dir::conf_bytes(segment), sleds);
+        assert_eq!(dir::parse_conf(&sleds), Some(segment));
+    }
+    let path = dir.path().join("ours");
+    drop(open(&path));
+    assert_eq!(
+        std::fs::read(path.join("conf")).expect("conf"),
+        dir::conf_bytes(NEW_SEGMENT)
+    );
+}
