@@ -18,7 +18,7 @@ use std::path::Path;
 /// sled's default segment size: the one every v1 data directory was created with.
 pub const SLED_DEFAULT_SEGMENT: usize = 512 * 1024;
 /// Segment size of a new data directory (docs/STORAGE.md, "Segment size").
-pub const NEW_SEGMENT: usize = 8 * 1024 * 1024;
+pub const NEW_SEGMENT: usize = 2 * 1024 * 1024;
 
 pub const CONF: &str = "conf";
 pub const GOOD_CONF: &str = "conf.good";

@@ -2,7 +2,7 @@
 //! engine metadata, told apart by their first key byte (docs/STORAGE.md, "On-disk format").
 //!
 //! - `bucket/key` (first byte `[a-z0-9]`): a record.
-//! - `0x00 name`: engine metadata (the revision counter, its reservation, the format).
+//! - `0x00 name`: engine metadata (the revision reservation, the record format).
 //! - `0x01 revision(u64 BE) slot(u16 BE) index(u32 BE)`: chunk `index` of the value written at
 //!   `revision` by op `slot` of its write step.
 //!
@@ -22,8 +22,6 @@ const FLAG_EXPIRES: u8 = 0x01;
 const FLAG_CHUNKED: u8 = 0x02;
 
 pub const CHUNK_PREFIX: u8 = 0x01;
-/// The last revision written (persisted in the same batch as every write).
-pub const META_REVISION: &[u8] = b"\x00revision";
 /// A revision no lower than any handed out; made durable before it is passed.
 pub const META_RESERVED: &[u8] = b"\x00reserved";
 /// The record format of the tree: absent = v1 records may need rewriting, 2 = done.
@@ -289,6 +287,7 @@ mod tests {
             );
         }
         assert_eq!(Sizing::for_segment(512 * 1024).chunk_bytes, 3 * 1024);
+        assert_eq!(Sizing::for_segment(2 << 20).chunk_bytes, 15 * 1024);
         assert_eq!(Sizing::for_segment(8 << 20).chunk_bytes, 63 * 1024);
     }
 }
