@@ -59,13 +59,20 @@ fn rand_below(n: u64) -> u64 {
         % n
 }
 
-/// Concurrent writers record every acknowledged write; the server is killed with SIGKILL at a
+/// Concurrent writers record every acknowledged write — small values, and from two writers
+/// also values of 100 KiB to 2 MiB (stored in chunks) — the server is killed with SIGKILL at a
 /// random moment; after a restart every acknowledged write reads back with its exact bytes.
 #[test]
 fn every_acknowledged_write_survives_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
     for round in 0..3 {
-        let mut s = ChildServer::start(&[("MICRONODE_DURABILITY", "sync")], dir.path());
+        let mut s = ChildServer::start(
+            &[
+                ("MICRONODE_DURABILITY", "sync"),
+                ("MICRONODE_MAX_BODY_BYTES", "4194304"),
+            ],
+            dir.path(),
+        );
         let acked: Arc<Mutex<Acked>> = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..8)
@@ -78,8 +85,12 @@ fn every_acknowledged_write_survives_kill_9() {
                             break;
                         }
                         let key = format!("r{round}-w{w}-{i}");
-                        let value: Vec<u8> = (0..(i % 300) + 1)
-                            .map(|j| (j as u8) ^ (w as u8) ^ (i as u8))
+                        let len = match (w, i % 8) {
+                            (0 | 1, 0) => 100 * 1024 + (i as usize * 7919) % (1900 * 1024),
+                            _ => (i % 300) as usize + 1,
+                        };
+                        let value: Vec<u8> = (0..len)
+                            .map(|j| (j as u8) ^ (w as u8) ^ (i as u8) ^ (j >> 12) as u8)
                             .collect();
                         c.send(&support::build_request(
                             "PUT",
@@ -119,6 +130,10 @@ fn every_acknowledged_write_survives_kill_9() {
         }
         drop(c);
         drop(s);
+        let blobs = std::fs::read_dir(dir.path().join("micronode-data/blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(blobs, 0, "round {round}: sled wrote blob files");
     }
 }
 

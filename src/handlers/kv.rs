@@ -1,20 +1,21 @@
-//! KV v1 (SPEC §4): `PUT / GET / HEAD / DELETE /v1/kv/{bucket}/{*key}` and
-//! `GET /v1/kv/{bucket}?prefix=&limit=&after=`.
+//! KV v1: `PUT / GET / HEAD / DELETE /v1/kv/{bucket}/{*key}` and
+//! `GET /v1/kv/{bucket}?prefix=&limit=&after=`. The engine-neutral limits (bucket, key,
+//! content type) are checked here, once, and answered 400; engines only store.
 
 use std::fmt::Write as _;
 
 use http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use super::Cx;
+use super::{Cx, Step};
 use crate::error::ApiError;
 use crate::metrics::KvOp;
 use crate::response::{self, OCTET_STREAM, Resp};
-use crate::store::sled_engine::MAX_CONTENT_TYPE;
-use crate::store::{Cond, IfMatch, PutOutcome, StoreError};
+use crate::store::{Cond, ErrorKind, IfMatch, Page, PutOutcome, Record, StoreError};
 
-pub const MAX_KEY_BYTES: usize = 1024;
-pub const MAX_BUCKET_CHARS: usize = 63;
+pub const MAX_KEY_BYTES: usize = crate::store::MAX_KEY_BYTES;
+pub const MAX_BUCKET_CHARS: usize = crate::store::MAX_BUCKET_BYTES;
+pub const MAX_CONTENT_TYPE_BYTES: usize = crate::store::MAX_CONTENT_TYPE_BYTES;
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 pub const MAX_LIST_LIMIT: usize = 1000;
 
@@ -125,32 +126,49 @@ fn write_cond(headers: &HeaderMap) -> Result<Cond, ApiError> {
     })
 }
 
-/// Maps a store error; engine failures are logged with the request id and answered 500.
-fn store_error(cx: &Cx<'_>, e: StoreError) -> ApiError {
-    match e {
-        StoreError::Precondition => ApiError::PreconditionFailed,
-        StoreError::Engine(cause) => {
-            tracing::error!(request_id = ?cx.request_id, cause = %cause, "store error");
+/// The one mapping from a store error to an answer. Engine failures are logged with the
+/// request id and their cause.
+fn store_error(request_id: &HeaderValue, e: StoreError) -> ApiError {
+    match e.kind() {
+        ErrorKind::Precondition => ApiError::PreconditionFailed,
+        ErrorKind::NotFound => ApiError::NotFound,
+        ErrorKind::Quota | ErrorKind::Unavailable | ErrorKind::DiskFull | ErrorKind::Internal => {
+            tracing::error!(request_id = ?request_id, kind = ?e.kind(), cause = %e, "store error");
             ApiError::Storage
         }
     }
 }
 
+/// Whether KV reads may wait for the engine (and so run as futures).
+pub fn reads_wait(app: &crate::app::App) -> bool {
+    app.store.reads_wait()
+}
+
 // GET /v1/kv/{bucket}/{*key}  (HEAD is the same without a body)
-pub fn get_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
-    let (bucket, key) = bucket_and_key(&cx)?;
+pub fn get_kv(cx: Cx<'_>) -> Step<'_> {
+    let (bucket, key) = match bucket_and_key(&cx) {
+        Ok(bk) => bk,
+        Err(e) => return Step::Done(Err(e)),
+    };
     cx.app.metrics.kv_op(KvOp::Get);
-    let value = cx
-        .app
-        .store
-        .get(bucket, &key)
-        .map_err(|e| store_error(&cx, e))?
+    match cx.app.store.get(bucket, &key).into_ready() {
+        Ok(found) => Step::Done(answer_get(&cx, found)),
+        Err(call) => Step::Pending(Box::pin(async move {
+            let found = call.await;
+            answer_get(&cx, found)
+        })),
+    }
+}
+
+fn answer_get(cx: &Cx<'_>, found: Result<Option<Record>, StoreError>) -> Result<Resp, ApiError> {
+    let record = found
+        .map_err(|e| store_error(cx.request_id, e))?
         .ok_or(ApiError::NotFound)?;
-    let tag = etag(value.version);
+    let tag = etag(record.revision);
     if let Some(inm) = parse_tags(&cx.head.headers, IF_NONE_MATCH)? {
         let matched = match inm {
             IfMatch::Any => true,
-            IfMatch::Versions(vs) => vs.contains(&value.version),
+            IfMatch::Versions(vs) => vs.contains(&record.revision),
         };
         if matched {
             let mut resp = response::empty(StatusCode::NOT_MODIFIED);
@@ -158,15 +176,15 @@ pub fn get_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
             return Ok(resp);
         }
     }
-    let content_type = if value.content_type.is_empty() {
+    let content_type = if record.content_type.is_empty() {
         OCTET_STREAM
     } else {
-        HeaderValue::from_maybe_shared(value.content_type).unwrap_or(OCTET_STREAM)
+        HeaderValue::from_maybe_shared(record.content_type).unwrap_or(OCTET_STREAM)
     };
     if cx.head.method != http::Method::HEAD {
-        cx.app.metrics.kv_bytes_out(value.bytes.len());
+        cx.app.metrics.kv_bytes_out(record.value.len());
     }
-    let mut resp = response::with_body(StatusCode::OK, content_type, value.bytes);
+    let mut resp = response::with_body(StatusCode::OK, content_type, record.value);
     resp.headers_mut().insert(ETAG, tag);
     Ok(resp)
 }
@@ -176,8 +194,10 @@ pub async fn put_kv(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
     let (bucket, key) = bucket_and_key(&cx)?;
     let cond = write_cond(&cx.head.headers)?;
     let content_type = match cx.head.headers.get(CONTENT_TYPE) {
-        Some(ct) if ct.len() > MAX_CONTENT_TYPE => {
-            return Err(ApiError::BadRequest("Content-Type is too long"));
+        Some(ct) if ct.len() > MAX_CONTENT_TYPE_BYTES => {
+            return Err(ApiError::BadRequest(
+                "Content-Type must be at most 1024 bytes",
+            ));
         }
         Some(ct) => ct.as_bytes().to_vec(),
         None => OCTET_STREAM.as_bytes().to_vec(),
@@ -185,16 +205,13 @@ pub async fn put_kv(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
     let bytes = cx.read_body().await?;
     cx.app.metrics.kv_op(KvOp::Put);
     cx.app.metrics.kv_bytes_in(bytes.len());
+    // Resolves once the write is as durable as the configured mode promises.
     let outcome = cx
         .app
         .store
         .put(bucket, &key, &content_type, &bytes, &cond)
-        .map_err(|e| store_error(&cx, e))?;
-    cx.app
-        .store
-        .commit()
         .await
-        .map_err(|e| store_error(&cx, e))?;
+        .map_err(|e| store_error(cx.request_id, e))?;
     let (status, version) = match outcome {
         PutOutcome::Created(v) => (StatusCode::CREATED, v),
         PutOutcome::Replaced(v) => (StatusCode::NO_CONTENT, v),
@@ -209,19 +226,11 @@ pub async fn delete_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
     let (bucket, key) = bucket_and_key(&cx)?;
     let cond = write_cond(&cx.head.headers)?;
     cx.app.metrics.kv_op(KvOp::Del);
-    let existed = cx
-        .app
-        .store
-        .delete(bucket, &key, &cond)
-        .map_err(|e| store_error(&cx, e))?;
-    if !existed {
-        return Err(ApiError::NotFound);
-    }
     cx.app
         .store
-        .commit()
+        .delete(bucket, &key, &cond)
         .await
-        .map_err(|e| store_error(&cx, e))?;
+        .map_err(|e| store_error(cx.request_id, e))?;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }
 
@@ -253,18 +262,32 @@ pub fn list_query(query: Option<&str>) -> Result<(String, usize, Option<String>)
 }
 
 // GET /v1/kv/{bucket}
-pub fn list_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
+pub fn list_kv(cx: Cx<'_>) -> Step<'_> {
     let bucket = cx.param("bucket");
     if !valid_bucket(bucket) {
-        return Err(ApiError::BadRequest("invalid bucket name"));
+        return Step::Done(Err(ApiError::BadRequest("invalid bucket name")));
     }
-    let (prefix, limit, after) = list_query(cx.head.uri.query())?;
+    let (prefix, limit, after) = match list_query(cx.head.uri.query()) {
+        Ok(q) => q,
+        Err(e) => return Step::Done(Err(e)),
+    };
     cx.app.metrics.kv_op(KvOp::List);
-    let page = cx
+    match cx
         .app
         .store
         .list(bucket, &prefix, after.as_deref(), limit)
-        .map_err(|e| store_error(&cx, e))?;
+        .into_ready()
+    {
+        Ok(page) => Step::Done(answer_list(&cx, page)),
+        Err(call) => Step::Pending(Box::pin(async move {
+            let page = call.await;
+            answer_list(&cx, page)
+        })),
+    }
+}
+
+fn answer_list(cx: &Cx<'_>, page: Result<Page, StoreError>) -> Result<Resp, ApiError> {
+    let page = page.map_err(|e| store_error(cx.request_id, e))?;
     let body = serde_json::json!({ "keys": page.keys, "next": page.next });
     Ok(response::json(StatusCode::OK, body.to_string()))
 }

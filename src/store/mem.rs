@@ -1,75 +1,105 @@
 //! The `mem` engine: an ordered map behind a lock. Nothing touches the disk, which is what
-//! amnesia mode needs; a 2xx means "in this process's memory".
+//! amnesia mode needs; a 2xx means "in this process's memory". Every call completes at once.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use bytes::Bytes;
 
 use super::{
-    CommitWait, Cond, ListRange, Page, PutOutcome, Storage, StoreError, Value, compose, page_from,
+    ListRange, Page, Record, StoreCall, StoreError, WriteOp, Written, check_step, clock_floor,
+    compose, page_from,
 };
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemStore {
-    map: RwLock<BTreeMap<Vec<u8>, Value>>,
-    versions: AtomicU64,
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    map: BTreeMap<Vec<u8>, Record>,
+    /// The last revision handed out. Seeded from the clock so that an ETag held across a
+    /// restart can never match a different value.
+    revision: u64,
+}
+
+impl Default for MemStore {
+    fn default() -> Self {
+        MemStore::new()
+    }
 }
 
 fn poisoned() -> StoreError {
-    StoreError::Engine("mem store lock poisoned".to_owned())
+    StoreError::internal("mem store lock poisoned")
 }
 
 impl MemStore {
-    fn next_version(&self) -> u64 {
-        self.versions.fetch_add(1, Ordering::Relaxed) + 1
+    pub fn new() -> MemStore {
+        MemStore {
+            inner: RwLock::new(Inner {
+                map: BTreeMap::new(),
+                revision: clock_floor(),
+            }),
+        }
+    }
+
+    fn apply(&self, ops: &[WriteOp<'_>]) -> Result<Written, StoreError> {
+        check_step(ops)?;
+        let mut inner = self.inner.write().map_err(|_| poisoned())?;
+        let mut written = Written::new(inner.revision + 1);
+        for (i, op) in ops.iter().enumerate() {
+            let (bucket, key) = op.bucket_key();
+            let current = inner.map.get(&compose(bucket, key)).map(|r| r.revision);
+            if !op.cond().holds(current) {
+                return Err(StoreError::precondition());
+            }
+            if current.is_some() {
+                written.set_existed(i);
+            }
+        }
+        if !written.changed(ops) {
+            return Ok(Written::new(inner.revision));
+        }
+        inner.revision = written.revision;
+        for op in ops {
+            match *op {
+                WriteOp::Put {
+                    bucket,
+                    key,
+                    content_type,
+                    value,
+                    expires_at,
+                    ..
+                } => {
+                    let record = Record {
+                        value: value.clone(),
+                        content_type: bytes::Bytes::copy_from_slice(content_type),
+                        revision: written.revision,
+                        expires_at,
+                    };
+                    inner.map.insert(compose(bucket, key), record);
+                }
+                WriteOp::Delete { bucket, key, .. } => {
+                    inner.map.remove(&compose(bucket, key));
+                }
+            }
+        }
+        Ok(written)
     }
 }
 
-impl Storage for MemStore {
-    fn get(&self, bucket: &str, key: &str) -> Result<Option<Value>, StoreError> {
-        let map = self.map.read().map_err(|_| poisoned())?;
-        Ok(map.get(&compose(bucket, key)).cloned())
+impl super::Storage for MemStore {
+    fn get(&self, bucket: &str, key: &str) -> StoreCall<Option<Record>> {
+        StoreCall::ready(
+            self.inner
+                .read()
+                .map_err(|_| poisoned())
+                .map(|inner| inner.map.get(&compose(bucket, key)).cloned()),
+        )
     }
 
-    fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        content_type: &[u8],
-        bytes: &[u8],
-        cond: &Cond,
-    ) -> Result<PutOutcome, StoreError> {
-        let k = compose(bucket, key);
-        let mut map = self.map.write().map_err(|_| poisoned())?;
-        let current = map.get(&k).map(|v| v.version);
-        if !cond.holds(current) {
-            return Err(StoreError::Precondition);
-        }
-        let version = self.next_version();
-        map.insert(
-            k,
-            Value {
-                bytes: Bytes::copy_from_slice(bytes),
-                content_type: Bytes::copy_from_slice(content_type),
-                version,
-            },
-        );
-        Ok(match current {
-            None => PutOutcome::Created(version),
-            Some(_) => PutOutcome::Replaced(version),
-        })
-    }
-
-    fn delete(&self, bucket: &str, key: &str, cond: &Cond) -> Result<bool, StoreError> {
-        let k = compose(bucket, key);
-        let mut map = self.map.write().map_err(|_| poisoned())?;
-        if !cond.holds(map.get(&k).map(|v| v.version)) {
-            return Err(StoreError::Precondition);
-        }
-        Ok(map.remove(&k).is_some())
+    fn write(&self, ops: &[WriteOp<'_>]) -> StoreCall<Written> {
+        StoreCall::ready(self.apply(ops))
     }
 
     fn list(
@@ -78,19 +108,22 @@ impl Storage for MemStore {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Page, StoreError> {
+    ) -> StoreCall<Page> {
         let range = ListRange::new(bucket, prefix, after);
-        let map = self.map.read().map_err(|_| poisoned())?;
-        let keys = map
+        let Ok(inner) = self.inner.read() else {
+            return StoreCall::ready(Err(poisoned()));
+        };
+        let keys = inner
+            .map
             .range((range.lower.clone(), Bound::Unbounded))
             .map(|(k, _)| k)
             .take_while(|k| k.starts_with(&range.prefix))
             .map(|k| range.user_key(k));
-        page_from(keys, limit)
+        StoreCall::ready(page_from(keys, limit))
     }
 
-    fn commit(&self) -> CommitWait {
-        Box::pin(std::future::ready(Ok(())))
+    fn health(&self) -> bool {
+        true
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {

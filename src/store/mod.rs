@@ -1,27 +1,46 @@
-//! Storage: the [`Storage`] trait the KV handlers see, and its two engines — `sled` (durable,
-//! default) and `mem` (tests, dev, amnesia). Conditional writes compare the stored version and
-//! write in one atomic step inside the engine.
+//! Storage: the [`Storage`] trait the KV handlers see, and its engines — `sled` (durable,
+//! default) and `mem` (tests, dev, amnesia). How the engines keep data, and what a 2xx
+//! guarantees in each durability mode, is in docs/STORAGE.md.
+//!
+//! The contract in one paragraph: every call returns a [`StoreCall`], complete at once or later;
+//! a write is a list of [`WriteOp`]s applied in one engine step under one fresh revision, with its
+//! conditions checked inside that step, and its call resolves only once the write is as durable
+//! as the configured mode promises; errors carry an [`ErrorKind`]; `health` is a cheap up/down.
 
-mod commit;
+mod call;
 pub mod mem;
 pub mod sled_engine;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use call::{ErrorKind, StoreCall, StoreError, is_disk_full};
+
 use crate::config::{Config, Engine};
 use crate::metrics::Metrics;
 
-/// A stored value: its bytes, the content type it was written with, and a version that
-/// changes on every write (the `ETag`).
+/// Longest content type stored, in bytes. Engine-neutral: the KV handlers answer 400 above it,
+/// and engines refuse (never truncate) a longer one.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 1024;
+/// Longest key, in bytes of UTF-8 (the bucket is not counted).
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest bucket name.
+pub const MAX_BUCKET_BYTES: usize = 63;
+/// Most ops in one write step (the largest transaction a later engine user may ask for).
+pub const MAX_WRITE_OPS: usize = 64;
+
+/// A stored record: the value, the content type it was written with, the revision of the write
+/// that stored it (the `ETag`), and an optional expiry time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Value {
-    pub bytes: Bytes,
+pub struct Record {
+    pub value: Bytes,
     pub content_type: Bytes,
-    pub version: u64,
+    /// The store revision of the last write of this key; strictly increasing in apply order
+    /// and never reused, across restarts (docs/STORAGE.md, "Revisions").
+    pub revision: u64,
+    /// Unix seconds after which the record is gone. Stored and returned; nothing sets it yet.
+    pub expires_at: Option<u64>,
 }
 
 /// `If-Match` as parsed from a request.
@@ -29,7 +48,7 @@ pub struct Value {
 pub enum IfMatch {
     /// `*`: the key must exist.
     Any,
-    /// One of these versions must be current. Unparsable tags are kept out, so a list of
+    /// One of these revisions must be current. Unparsable tags are kept out, so a list of
     /// only foreign tags can never match.
     Versions(Vec<u64>),
 }
@@ -38,16 +57,22 @@ pub enum IfMatch {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cond {
     pub if_match: Option<IfMatch>,
-    /// `If-None-Match`: `*` = create only; tags = the current version must be none of them.
+    /// `If-None-Match`: `*` = create only; tags = the current revision must be none of them.
     pub if_none_match: Option<IfMatch>,
 }
 
 impl Cond {
+    /// No condition at all.
+    pub const NONE: Cond = Cond {
+        if_match: None,
+        if_none_match: None,
+    };
+
     pub fn is_none(&self) -> bool {
         self.if_match.is_none() && self.if_none_match.is_none()
     }
 
-    /// Whether the write may go ahead given the current version (`None` = absent).
+    /// Whether the write may go ahead given the current revision (`None` = absent).
     pub fn holds(&self, current: Option<u64>) -> bool {
         match (&self.if_none_match, current) {
             (Some(IfMatch::Any), Some(_)) => return false,
@@ -63,30 +88,82 @@ impl Cond {
     }
 }
 
+/// One change in a write step. A step applies all its ops or none, under one revision; every
+/// op's condition is checked against the state before the step. A key appears at most once
+/// per step. A transaction is a step with several ops; a TTL expiry is a `Delete`.
+#[derive(Debug, Clone, Copy)]
+pub enum WriteOp<'a> {
+    Put {
+        bucket: &'a str,
+        key: &'a str,
+        content_type: &'a [u8],
+        value: &'a Bytes,
+        /// Unix seconds; `None` clears any previous expiry.
+        expires_at: Option<u64>,
+        cond: &'a Cond,
+    },
+    /// Removes the key; a missing key is left alone (see [`Written::existed`]).
+    Delete {
+        bucket: &'a str,
+        key: &'a str,
+        cond: &'a Cond,
+    },
+}
+
+impl WriteOp<'_> {
+    pub fn bucket_key(&self) -> (&str, &str) {
+        match *self {
+            WriteOp::Put { bucket, key, .. } | WriteOp::Delete { bucket, key, .. } => (bucket, key),
+        }
+    }
+
+    pub fn cond(&self) -> &Cond {
+        match *self {
+            WriteOp::Put { cond, .. } | WriteOp::Delete { cond, .. } => cond,
+        }
+    }
+}
+
+/// What a write step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The revision every op of the step wrote. When the step changed nothing (only deletes of
+    /// missing keys) no revision is taken and this is the current one.
+    pub revision: u64,
+    /// Bit `i`: the key of op `i` existed before the step.
+    existed: u64,
+}
+
+impl Written {
+    pub fn new(revision: u64) -> Written {
+        Written {
+            revision,
+            existed: 0,
+        }
+    }
+
+    pub fn set_existed(&mut self, op: usize) {
+        self.existed |= 1 << op;
+    }
+
+    /// Whether the key of op `op` existed before the step.
+    pub fn existed(&self, op: usize) -> bool {
+        op < MAX_WRITE_OPS && self.existed & (1 << op) != 0
+    }
+
+    /// Whether the step changed anything (a delete of a missing key does not).
+    pub fn changed(&self, ops: &[WriteOp<'_>]) -> bool {
+        ops.iter()
+            .enumerate()
+            .any(|(i, op)| matches!(op, WriteOp::Put { .. }) || self.existed(i))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
     Created(u64),
     Replaced(u64),
 }
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
-    /// A precondition did not hold (412).
-    Precondition,
-    /// The engine failed; the text is for logs, never for a response body.
-    Engine(String),
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::Precondition => f.write_str("precondition failed"),
-            StoreError::Engine(e) => f.write_str(e),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,24 +173,34 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// Resolves once the writes made before it was asked for are as durable as the configured
-/// mode promises.
-pub type CommitWait = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
-
-/// What the KV handlers need from an engine. Calls are short and synchronous (in-memory
-/// work and page-cache writes); the only wait for the disk is [`Storage::commit`].
+/// What the KV handlers need from an engine.
+///
+/// Calls return a [`StoreCall`]: engines that can answer at once do so without allocating;
+/// engines that wait (a group commit, a network round trip) return a pending call. A write
+/// resolves only once it is as durable as the configured mode promises — there is no separate
+/// commit step.
+///
+/// Room for what comes next, without another redesign:
+/// - **Revisions**: [`Written::revision`] comes from one store-wide counter, so a
+///   `Micronode-Revision` header and a watch position are the same number.
+/// - **TTL**: [`Record::expires_at`] is stored by every engine (the `sled` record format
+///   already carries it); a sweeper deletes with [`WriteOp::Delete`] under its own revision.
+/// - **Transactions**: a transaction is one [`Storage::write`] with several ops.
+/// - **Watch**: an engine publishes each applied step (revision + ops) to a change feed right
+///   where its write step resolves — after the commit — so events are emitted only once durable
+///   and in revision order; a `watch(since)` method returning a stream joins this trait then.
+/// - **Snapshots**: a `snapshot()` method returning a point-in-time iterator at a revision
+///   (sled: a scan under the write lock's revision; PostgreSQL: a repeatable-read transaction)
+///   joins this trait then.
 pub trait Storage: Send + Sync + std::fmt::Debug {
-    fn get(&self, bucket: &str, key: &str) -> Result<Option<Value>, StoreError>;
-    fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        content_type: &[u8],
-        bytes: &[u8],
-        cond: &Cond,
-    ) -> Result<PutOutcome, StoreError>;
-    /// `Ok(false)` when there was nothing to delete.
-    fn delete(&self, bucket: &str, key: &str, cond: &Cond) -> Result<bool, StoreError>;
+    /// The record of `bucket`/`key`, if any.
+    fn get(&self, bucket: &str, key: &str) -> StoreCall<Option<Record>>;
+
+    /// Applies `ops` (1 to [`MAX_WRITE_OPS`]) as one step: checks every condition, takes one
+    /// revision, writes, and resolves once durable. A failed condition is
+    /// [`ErrorKind::Precondition`] and nothing is applied.
+    fn write(&self, ops: &[WriteOp<'_>]) -> StoreCall<Written>;
+
     /// Keys of `bucket` starting with `prefix`, strictly after `after`, in byte order.
     fn list(
         &self,
@@ -121,22 +208,115 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Page, StoreError>;
-    /// Waits for durability of every write completed before this call.
-    fn commit(&self) -> CommitWait;
-    /// Flushes everything to stable storage now (shutdown). Blocking.
+    ) -> StoreCall<Page>;
+
+    /// Whether the engine is up. An atomic load; false after a failed flush until the next
+    /// successful one.
+    fn health(&self) -> bool;
+
+    /// Whether reads ([`Storage::get`], [`Storage::list`]) may return a pending call, so the
+    /// handlers must run them as futures. False for `sled` and `mem`.
+    fn reads_wait(&self) -> bool {
+        false
+    }
+
+    /// Flushes everything to stable storage now and stops background work (shutdown).
+    /// Blocking.
     fn flush_blocking(&self) -> Result<(), StoreError>;
+
+    /// One PUT: `Created`/`Replaced` with the new revision.
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &[u8],
+        value: &Bytes,
+        cond: &Cond,
+    ) -> StoreCall<PutOutcome> {
+        let op = WriteOp::Put {
+            bucket,
+            key,
+            content_type,
+            value,
+            expires_at: None,
+            cond,
+        };
+        self.write(&[op]).map(|w| {
+            Ok(if w.existed(0) {
+                PutOutcome::Replaced(w.revision)
+            } else {
+                PutOutcome::Created(w.revision)
+            })
+        })
+    }
+
+    /// One DELETE: the revision of the delete, or [`ErrorKind::NotFound`].
+    fn delete(&self, bucket: &str, key: &str, cond: &Cond) -> StoreCall<u64> {
+        self.write(&[WriteOp::Delete { bucket, key, cond }])
+            .map(|w| match w.existed(0) {
+                true => Ok(w.revision),
+                false => Err(StoreError::not_found()),
+            })
+    }
+}
+
+/// Engine-side check of the engine-neutral limits: a caller that skipped the handler checks
+/// gets an error, never a truncated record.
+pub(crate) fn check_op(op: &WriteOp<'_>) -> Result<(), StoreError> {
+    let (bucket, key) = op.bucket_key();
+    if bucket.is_empty() || bucket.len() > MAX_BUCKET_BYTES || bucket.contains('/') {
+        return Err(StoreError::internal(
+            "bucket name outside the engine limits",
+        ));
+    }
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(StoreError::internal("key length outside the engine limits"));
+    }
+    if let WriteOp::Put { content_type, .. } = op
+        && content_type.len() > MAX_CONTENT_TYPE_BYTES
+    {
+        return Err(StoreError::internal(
+            "content type longer than the engine limit",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a whole step: op count, limits, and no key twice.
+pub(crate) fn check_step(ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
+    if ops.is_empty() || ops.len() > MAX_WRITE_OPS {
+        return Err(StoreError::internal("a write step takes 1 to 64 ops"));
+    }
+    for (i, op) in ops.iter().enumerate() {
+        check_op(op)?;
+        if ops[..i].iter().any(|o| o.bucket_key() == op.bucket_key()) {
+            return Err(StoreError::internal(
+                "a key appears twice in one write step",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Opens the configured engine. The error names the path and the cause in one line.
 pub fn open(cfg: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Storage>, String> {
     match cfg.storage.effective_engine() {
-        Engine::Mem => Ok(Arc::new(mem::MemStore::default())),
+        Engine::Mem => Ok(Arc::new(mem::MemStore::new())),
         Engine::Sled => {
             let s = sled_engine::SledStore::open(&cfg.storage, metrics)?;
             Ok(Arc::new(s))
         }
     }
+}
+
+/// A revision floor from the clock: microseconds since the Unix epoch. Engines start their
+/// counter at least here, so a revision (an ETag) held by a client across a restart — even
+/// one after a data loss in `periodic` mode, or a wiped directory — never names a different
+/// value (docs/STORAGE.md, "Revisions").
+pub(crate) fn clock_floor() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
 }
 
 /// The engine key of `bucket`/`key`. A bucket never contains `/`, so `bucket/` is a prefix
@@ -176,7 +356,7 @@ impl ListRange {
     /// The user key of an engine key in this range.
     pub fn user_key(&self, engine_key: &[u8]) -> Result<String, StoreError> {
         String::from_utf8(engine_key[self.bucket_len + 1..].to_vec())
-            .map_err(|_| StoreError::Engine("non-UTF-8 key in store".to_owned()))
+            .map_err(|_| StoreError::internal("non-UTF-8 key in store"))
     }
 }
 
@@ -200,127 +380,4 @@ where
 }
 
 #[cfg(test)]
-mod suite {
-    //! One trait-level suite, run against every engine.
-    use super::*;
-    use std::sync::Arc;
-
-    fn all_engines() -> Vec<(Arc<dyn Storage>, Option<tempfile::TempDir>)> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = crate::config::StorageCfg {
-            path: dir.path().join("db"),
-            ..Default::default()
-        };
-        cfg.durability = crate::config::Durability::Sync;
-        let sled = sled_engine::SledStore::open(&cfg, Arc::new(Metrics::new(&[])))
-            .expect("sled opens in a temp dir");
-        vec![
-            (Arc::new(mem::MemStore::default()) as Arc<dyn Storage>, None),
-            (Arc::new(sled), Some(dir)),
-        ]
-    }
-
-    fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime")
-            .block_on(f)
-    }
-
-    #[test]
-    fn put_get_replace_delete() {
-        for (s, _dir) in all_engines() {
-            let none = Cond::default();
-            let v1 = match s.put("b", "k", b"text/plain", b"one", &none) {
-                Ok(PutOutcome::Created(v)) => v,
-                other => panic!("{s:?}: {other:?}"),
-            };
-            block_on(s.commit()).expect("commit");
-            let got = s.get("b", "k").expect("get").expect("present");
-            assert_eq!(&got.bytes[..], b"one");
-            assert_eq!(&got.content_type[..], b"text/plain");
-            assert_eq!(got.version, v1);
-            let v2 = match s.put("b", "k", b"", b"two", &none) {
-                Ok(PutOutcome::Replaced(v)) => v,
-                other => panic!("{s:?}: {other:?}"),
-            };
-            assert_ne!(v1, v2, "version changes on every write");
-            assert_eq!(
-                s.get("other", "k").expect("get"),
-                None,
-                "buckets are separate"
-            );
-            assert_eq!(s.delete("b", "k", &none), Ok(true));
-            assert_eq!(s.delete("b", "k", &none), Ok(false));
-            assert_eq!(s.get("b", "k").expect("get"), None);
-        }
-    }
-
-    #[test]
-    fn conditions_are_checked_with_the_write() {
-        for (s, _dir) in all_engines() {
-            let create_only = Cond {
-                if_none_match: Some(IfMatch::Any),
-                ..Default::default()
-            };
-            let v = match s.put("b", "c", b"", b"x", &create_only) {
-                Ok(PutOutcome::Created(v)) => v,
-                other => panic!("{other:?}"),
-            };
-            assert_eq!(
-                s.put("b", "c", b"", b"y", &create_only),
-                Err(StoreError::Precondition)
-            );
-            let stale = Cond {
-                if_match: Some(IfMatch::Versions(vec![v + 1000])),
-                ..Default::default()
-            };
-            assert_eq!(
-                s.put("b", "c", b"", b"y", &stale),
-                Err(StoreError::Precondition)
-            );
-            assert_eq!(s.delete("b", "c", &stale), Err(StoreError::Precondition));
-            let current = Cond {
-                if_match: Some(IfMatch::Versions(vec![v])),
-                ..Default::default()
-            };
-            assert!(matches!(
-                s.put("b", "c", b"", b"y", &current),
-                Ok(PutOutcome::Replaced(_))
-            ));
-            assert_eq!(
-                s.put("b", "c", b"", b"z", &current),
-                Err(StoreError::Precondition),
-                "the old version no longer matches"
-            );
-            let any = Cond {
-                if_match: Some(IfMatch::Any),
-                ..Default::default()
-            };
-            assert_eq!(
-                s.put("b", "missing", b"", b"z", &any),
-                Err(StoreError::Precondition)
-            );
-            assert_eq!(s.delete("b", "c", &any), Ok(true));
-        }
-    }
-
-    #[test]
-    fn listing_is_ordered_prefixed_and_paged() {
-        for (s, _dir) in all_engines() {
-            for k in ["a/2", "a/1", "b", "a/10", "c"] {
-                s.put("bk", k, b"", b"v", &Cond::default()).expect("put");
-            }
-            s.put("bk2", "a/0", b"", b"v", &Cond::default())
-                .expect("put");
-            let p = s.list("bk", "a/", None, 2).expect("list");
-            assert_eq!(p.keys, ["a/1", "a/10"]);
-            assert_eq!(p.next.as_deref(), Some("a/10"));
-            let p = s.list("bk", "a/", p.next.as_deref(), 2).expect("list");
-            assert_eq!(p.keys, ["a/2"]);
-            assert_eq!(p.next, None);
-            let p = s.list("bk", "", None, 100).expect("list");
-            assert_eq!(p.keys, ["a/1", "a/10", "a/2", "b", "c"]);
-        }
-    }
-}
+mod suite;

@@ -12,13 +12,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{CommitWait, StoreError};
 use crate::metrics::Metrics;
+use crate::store::{ErrorKind, StoreError};
 
 /// The flush the committer runs: engine flush + fsync of the files.
 pub type FlushFn = Box<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+/// A writer's place in the next flush: resolves when a flush covering its write is done.
+pub type Ticket = oneshot::Receiver<Result<(), StoreError>>;
 
 #[derive(Default)]
 struct State {
@@ -69,21 +72,18 @@ impl Committer {
         }
     }
 
-    /// Called after a write is in the engine.
-    pub fn commit(&self) -> CommitWait {
+    /// Called after a write is in the engine. Sync mode: a ticket for the flush that will cover
+    /// it. Periodic mode: `None` (the write is marked for the next periodic flush).
+    pub fn enlist(&self) -> Result<Option<Ticket>, StoreError> {
         let Ok(mut st) = self.shared.state.lock() else {
-            return Box::pin(std::future::ready(Err(StoreError::Engine(
-                "commit state poisoned".to_owned(),
-            ))));
+            return Err(StoreError::internal("commit state poisoned"));
         };
         if st.stop {
-            return Box::pin(std::future::ready(Err(StoreError::Engine(
-                "store is closed".to_owned(),
-            ))));
+            return Err(StoreError::new(ErrorKind::Unavailable, "store is closed"));
         }
         if self.period.is_some() {
             st.dirty = true;
-            return Box::pin(std::future::ready(Ok(())));
+            return Ok(None);
         }
         let (tx, rx) = oneshot::channel();
         st.waiters.push(tx);
@@ -92,10 +92,7 @@ impl Committer {
         if wake {
             self.shared.wake.notify_one();
         }
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(StoreError::Engine("commit thread stopped".to_owned())))
-        })
+        Ok(Some(rx))
     }
 
     /// Stops the thread after it has answered every waiter. Idempotent.

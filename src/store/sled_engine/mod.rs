@@ -1,0 +1,513 @@
+//! The `sled` engine (0.34). One tree holds records, the chunks of large values and engine
+//! metadata (layout in `record.rs`, and in docs/STORAGE.md with the reasons).
+//!
+//! Power-loss safety rests on three rules:
+//! - **sled never writes a blob file.** sled writes any page above `segment_size / 4` to a
+//!   separate file on its own threads and never fsyncs it; a torn blob stops recovery and
+//!   drops every later write. So no tree item is ever larger than 1/32 of that threshold:
+//!   large values are split into chunks, written in the same atomic batch as the record that
+//!   lists them (and old chunks removed in that batch), so no orphan can exist.
+//! - **One writer at a time.** A mutex serializes write steps: read the current records, check
+//!   the conditions, take the next revision, apply one `sled::Batch`. Revision order is apply
+//!   order, so a key's ETag never goes backwards. Reads take no lock.
+//! - **Our flush is `Db::flush` + `fdatasync` of the log**, run by the group-commit thread; a
+//!   write in `sync` mode resolves after the flush that covers it.
+//!
+//! `dir.rs` makes the directory always reopen (sled's `conf` and snapshot files).
+
+mod commit;
+mod dir;
+mod record;
+
+use std::fs::File;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use self::commit::Committer;
+use self::record::{Body, Sizing};
+use super::{
+    ErrorKind, ListRange, Page, Record, StoreCall, StoreError, WriteOp, Written, check_step,
+    clock_floor, compose, page_from,
+};
+use crate::config::{Durability, StorageCfg};
+use crate::metrics::Metrics;
+
+pub use self::dir::{GOOD_CONF, NEW_SEGMENT, SLED_DEFAULT_SEGMENT};
+pub use self::record::Sizing as ChunkSizing;
+
+/// Revisions reserved ahead: the counter's high-water mark is made durable once per this many
+/// writes, before any revision beyond it is handed out.
+const RESERVE_STEP: u64 = 1 << 20;
+/// Lock-free attempts at reading a chunked value before reading it under the write lock.
+const READ_ATTEMPTS: usize = 8;
+
+pub struct SledStore {
+    db: sled::Db,
+    files: Arc<Files>,
+    committer: Committer,
+    writer: Mutex<Writer>,
+    sizing: Sizing,
+    segment_size: usize,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.files.dir)
+            .field("segment_size", &self.segment_size)
+            .finish()
+    }
+}
+
+/// What a flush needs beyond sled, shared with the commit thread.
+struct Files {
+    dir: PathBuf,
+    log: File,
+    /// Health: false after a failed flush or write until the next successful flush.
+    up: AtomicBool,
+}
+
+impl Files {
+    /// `Db::flush` (ends in `sync_file_range`, which does not flush a disk's write cache)
+    /// followed by `fdatasync` of the log file. sled writes nothing else that must be durable:
+    /// no blob files (see the module docs), and its `conf` is made durable at open.
+    fn sync(&self, db: &sled::Db) -> Result<(), StoreError> {
+        let r = db
+            .flush()
+            .map_err(|e| from_sled("store flush failed", e))
+            .and_then(|_| {
+                self.log
+                    .sync_data()
+                    .map_err(|e| StoreError::io("fdatasync of the store log failed", e))
+            });
+        self.up.store(r.is_ok(), Ordering::Release);
+        r
+    }
+}
+
+/// The revision counter, owned by the one writer.
+struct Writer {
+    /// Last revision applied.
+    last: u64,
+    /// Durable high-water mark: no revision above it has been handed out.
+    reserved: u64,
+}
+
+fn from_sled(message: &'static str, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) => StoreError::io(message, io),
+        other => StoreError::internal(message).with_source(other),
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::internal("store writer lock poisoned")
+}
+
+/// sled's errors may carry newlines (debug output); keep the boot message to one line.
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+enum Read {
+    Done(Option<Record>),
+    /// A chunk was missing: the record changed while we read it.
+    Raced,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store. Refuses a path whose parent does not exist, so a typo
+    /// does not grow a new directory tree. The error is one line naming the path.
+    pub fn open(cfg: &StorageCfg, metrics: Arc<Metrics>) -> Result<SledStore, String> {
+        let path = &cfg.path;
+        let shown = path.display();
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !parent.is_dir() {
+            return Err(format!(
+                "cannot open store at {shown}: parent directory {} does not exist",
+                parent.display()
+            ));
+        }
+        let prepared = dir::prepare(path)
+            .map_err(|e| format!("cannot prepare store directory {shown}: {e}"))?;
+        for repair in &prepared.repairs {
+            tracing::warn!(path = %shown, repair = %repair, "store directory repaired");
+        }
+        let segment_size = prepared.segment_size;
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(cfg.cache_bytes)
+                .segment_size(segment_size)
+                // We flush (and fsync) ourselves; sled's own timer would only sync_file_range.
+                .flush_every_ms(None)
+                .open()
+        });
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(format!("cannot open store at {shown}: {}", one_line(&e))),
+            Err(_) => return Err(format!("cannot open store at {shown}: sled panicked")),
+        };
+        dir::after_open(path).map_err(|e| format!("cannot sync store directory {shown}: {e}"))?;
+        let log = File::open(path.join("db"))
+            .map_err(|e| format!("cannot open store log at {shown}/db: {e}"))?;
+        let files = Arc::new(Files {
+            dir: path.clone(),
+            log,
+            up: AtomicBool::new(true),
+        });
+        let sizing = Sizing::for_segment(segment_size);
+        let boot = |what: &str, e: StoreError| {
+            format!("cannot open store at {shown}: {what}: {}", one_line(&e))
+        };
+        let writer = seed_revision(&db, &files).map_err(|e| boot("revision counter", e))?;
+        migrate_v1(&db, &sizing).map_err(|e| boot("record format upgrade", e))?;
+        files.sync(&db).map_err(|e| boot("first flush", e))?;
+        let flusher_db = db.clone();
+        let flusher_files = Arc::clone(&files);
+        let period = match cfg.durability {
+            Durability::Sync => None,
+            Durability::Periodic => Some(Duration::from_millis(cfg.flush_every_ms)),
+        };
+        let committer = Committer::start(
+            Box::new(move || flusher_files.sync(&flusher_db)),
+            period,
+            metrics,
+        );
+        Ok(SledStore {
+            db,
+            files,
+            committer,
+            writer: Mutex::new(writer),
+            sizing,
+            segment_size,
+        })
+    }
+
+    /// The segment size sled runs with (from the directory's `conf`, or the new default).
+    pub fn segment_size(&self) -> usize {
+        self.segment_size
+    }
+
+    fn read(&self, k: &[u8]) -> Result<Option<Record>, StoreError> {
+        for _ in 0..READ_ATTEMPTS {
+            if let Read::Done(r) = self.read_once(k)? {
+                return Ok(r);
+            }
+        }
+        // Still racing with writers of this key: read under the lock they hold.
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        match self.read_once(k)? {
+            Read::Done(r) => Ok(r),
+            Read::Raced => Err(StoreError::internal("a chunk of a stored value is missing")),
+        }
+    }
+
+    fn read_once(&self, k: &[u8]) -> Result<Read, StoreError> {
+        let Some(rec) = self
+            .db
+            .get(k)
+            .map_err(|e| from_sled("store read failed", e))?
+        else {
+            return Ok(Read::Done(None));
+        };
+        let head = record::decode(&rec)?;
+        // The record's own bytes back both slices: no copy.
+        let rec = Bytes::from_owner(rec);
+        let value = match head.body {
+            Body::Inline(range) => rec.slice(range),
+            Body::Chunked { slot, count, len } => {
+                match self.read_chunks(head.revision, slot, count, len)? {
+                    Some(v) => v,
+                    None => return Ok(Read::Raced),
+                }
+            }
+        };
+        Ok(Read::Done(Some(Record {
+            value,
+            content_type: rec.slice(head.content_type),
+            revision: head.revision,
+            expires_at: head.expires_at,
+        })))
+    }
+
+    /// The chunks of a value, in order; `None` if some are gone (the key was overwritten or
+    /// deleted meanwhile — chunks are only ever inserted once and removed).
+    fn read_chunks(
+        &self,
+        revision: u64,
+        slot: u16,
+        count: u32,
+        len: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let len = usize::try_from(len).map_err(|_| StoreError::internal("value too large"))?;
+        let mut buf = BytesMut::with_capacity(len.min(64 << 20));
+        let mut seen = 0u32;
+        for item in self.db.scan_prefix(record::chunk_prefix(revision, slot)) {
+            let (_, chunk) = item.map_err(|e| from_sled("store read failed", e))?;
+            buf.extend_from_slice(&chunk);
+            seen += 1;
+        }
+        Ok((seen == count && buf.len() == len).then(|| buf.freeze()))
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
+        self.writer.lock().map_err(|_| poisoned())
+    }
+
+    /// The next revision; first makes a new reservation durable when the old one is used up.
+    fn next_revision(&self, w: &mut Writer) -> Result<u64, StoreError> {
+        let next = w.last + 1;
+        if next > w.reserved {
+            let reserved = next + RESERVE_STEP;
+            self.db
+                .insert(record::META_RESERVED, &reserved.to_be_bytes())
+                .map_err(|e| from_sled("store write failed", e))?;
+            self.files.sync(&self.db)?;
+            w.reserved = reserved;
+        }
+        Ok(next)
+    }
+
+    /// Applies the items of one step atomically. One item (a small PUT or DELETE, the common
+    /// case) is a plain insert or remove; several (chunks, transactions) are one `sled::Batch`.
+    /// The distinction matters for speed: sled applies a batch under a global write lock that
+    /// also waits for any flush in progress, so batches never overlap a group commit's flush.
+    fn apply_items(&self, mut items: Vec<(Vec<u8>, Option<sled::IVec>)>) -> sled::Result<()> {
+        if items.len() == 1 {
+            let (k, v) = items.pop().expect("one item");
+            return match v {
+                Some(v) => self.db.insert(k, v).map(drop),
+                None => self.db.remove(k).map(drop),
+            };
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in items {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.db.apply_batch(batch)
+    }
+
+    /// One write step under the writer lock. `false` = nothing changed.
+    fn apply(&self, ops: &[WriteOp<'_>]) -> Result<(Written, bool), StoreError> {
+        check_step(ops)?;
+        let mut w = self.lock_writer()?;
+        let mut keys = Vec::with_capacity(ops.len());
+        let mut olds = Vec::with_capacity(ops.len());
+        let mut existed = Written::new(0);
+        for (i, op) in ops.iter().enumerate() {
+            let (bucket, key) = op.bucket_key();
+            let k = compose(bucket, key);
+            let old = self
+                .db
+                .get(&k)
+                .map_err(|e| from_sled("store read failed", e))?
+                .map(|rec| record::decode(&rec))
+                .transpose()?;
+            if !op.cond().holds(old.as_ref().map(|h| h.revision)) {
+                return Err(StoreError::precondition());
+            }
+            if old.is_some() {
+                existed.set_existed(i);
+            }
+            keys.push(k);
+            olds.push(old);
+        }
+        if !existed.changed(ops) {
+            return Ok((Written::new(w.last), false));
+        }
+        let revision = self.next_revision(&mut w)?;
+        let mut written = Written::new(revision);
+        // Every tree item the step writes (`None` = remove), applied atomically below.
+        let mut items: Vec<(Vec<u8>, Option<sled::IVec>)> = Vec::with_capacity(ops.len());
+        for (i, (op, k)) in ops.iter().zip(keys).enumerate() {
+            let slot = u16::try_from(i).expect("at most 64 ops per step");
+            if let Some(old) = &olds[i] {
+                written.set_existed(i);
+                if let Body::Chunked { slot, count, .. } = old.body {
+                    for index in 0..count {
+                        items.push((record::chunk_key(old.revision, slot, index).to_vec(), None));
+                    }
+                }
+            }
+            match *op {
+                WriteOp::Put {
+                    content_type,
+                    value,
+                    expires_at,
+                    ..
+                } => {
+                    let head = record::head_len(content_type, expires_at);
+                    let rec = if self.sizing.inline(k.len(), head, value.len()) {
+                        record::encode(revision, content_type, expires_at, value, None)
+                    } else {
+                        let mut count = 0u32;
+                        for piece in value.chunks(self.sizing.chunk_bytes) {
+                            let chunk = record::chunk_key(revision, slot, count).to_vec();
+                            items.push((chunk, Some(sled::IVec::from(piece))));
+                            count += 1;
+                        }
+                        record::encode(
+                            revision,
+                            content_type,
+                            expires_at,
+                            value,
+                            Some((slot, count)),
+                        )
+                    };
+                    items.push((k, Some(sled::IVec::from(rec))));
+                }
+                WriteOp::Delete { .. } => {
+                    if olds[i].is_some() {
+                        items.push((k, None));
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.apply_items(items) {
+            let e = from_sled("store write failed", e);
+            if e.kind() == ErrorKind::DiskFull {
+                self.files.up.store(false, Ordering::Release);
+            }
+            return Err(e);
+        }
+        w.last = revision;
+        Ok((written, true))
+    }
+}
+
+/// Seeds the revision counter above every revision that may have been handed out: the durable
+/// reservation (no revision above it was ever used), sled's id generator (which minted v1
+/// versions), and the clock (docs/STORAGE.md, "Revisions"). Then makes a fresh reservation
+/// durable.
+fn seed_revision(db: &sled::Db, files: &Files) -> Result<Writer, StoreError> {
+    let persisted = |k: &[u8]| -> Result<u64, StoreError> {
+        match db.get(k).map_err(|e| from_sled("store read failed", e))? {
+            Some(v) => record::u64_at(&v, 0),
+            None => Ok(0),
+        }
+    };
+    let last = persisted(record::META_RESERVED)?
+        .max(
+            db.generate_id()
+                .map_err(|e| from_sled("sled id generator failed", e))?,
+        )
+        .max(clock_floor());
+    let reserved = last + RESERVE_STEP;
+    db.insert(record::META_RESERVED, &reserved.to_be_bytes())
+        .map_err(|e| from_sled("store write failed", e))?;
+    files.sync(db)?;
+    Ok(Writer { last, reserved })
+}
+
+/// Rewrites every v1 record too large to stay a safe tree item into a chunked v2 record with
+/// the same revision and content type (so its ETag is unchanged). Runs once per directory;
+/// sled itself keeps reading the blob files such records were stored in until then.
+fn migrate_v1(db: &sled::Db, sizing: &Sizing) -> Result<(), StoreError> {
+    let err = |e| from_sled("store upgrade failed", e);
+    if db.get(record::META_FORMAT).map_err(err)?.as_deref() == Some(&[record::FORMAT_V2]) {
+        return Ok(());
+    }
+    let mut rewritten = 0usize;
+    for item in db.range::<&[u8], _>((Bound::Included(&[0x02][..]), Bound::Unbounded)) {
+        let (k, rec) = item.map_err(err)?;
+        if rec.first() != Some(&0x00) {
+            continue; // already v2
+        }
+        let head = record::decode(&rec)?;
+        let Body::Inline(body) = head.body else {
+            continue;
+        };
+        let content_type = &rec[head.content_type.clone()];
+        let head_len = record::head_len(content_type, None);
+        if sizing.inline(k.len(), head_len, body.len()) {
+            continue; // small v1 records are read as they are
+        }
+        let value = &rec[body];
+        let mut batch = sled::Batch::default();
+        let mut count = 0u32;
+        for piece in value.chunks(sizing.chunk_bytes) {
+            batch.insert(&record::chunk_key(head.revision, 0, count)[..], piece);
+            count += 1;
+        }
+        let new = record::encode(head.revision, content_type, None, value, Some((0, count)));
+        batch.insert(k, new);
+        db.apply_batch(batch).map_err(err)?;
+        rewritten += 1;
+    }
+    db.insert(record::META_FORMAT, &[record::FORMAT_V2])
+        .map_err(err)?;
+    if rewritten > 0 {
+        tracing::info!(records = rewritten, "large v1 records rewritten in chunks");
+    }
+    Ok(())
+}
+
+impl super::Storage for SledStore {
+    fn get(&self, bucket: &str, key: &str) -> StoreCall<Option<Record>> {
+        StoreCall::ready(self.read(&compose(bucket, key)))
+    }
+
+    fn write(&self, ops: &[WriteOp<'_>]) -> StoreCall<Written> {
+        let written = match self.apply(ops) {
+            Ok((w, true)) => w,
+            Ok((w, false)) => return StoreCall::ready(Ok(w)),
+            Err(e) => return StoreCall::ready(Err(e)),
+        };
+        match self.committer.enlist() {
+            Ok(None) => StoreCall::ready(Ok(written)),
+            Ok(Some(ticket)) => StoreCall::pending(async move {
+                match ticket.await {
+                    Ok(Ok(())) => Ok(written),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(StoreError::new(
+                        ErrorKind::Unavailable,
+                        "commit thread stopped",
+                    )),
+                }
+            }),
+            Err(e) => StoreCall::ready(Err(e)),
+        }
+    }
+
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreCall<Page> {
+        let range = ListRange::new(bucket, prefix, after);
+        let keys = self
+            .db
+            .range::<Vec<u8>, _>((range.lower.clone(), Bound::Unbounded))
+            .keys()
+            .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(&range.prefix)))
+            .map(|k| range.user_key(&k.map_err(|e| from_sled("store read failed", e))?));
+        StoreCall::ready(page_from(keys, limit))
+    }
+
+    fn health(&self) -> bool {
+        self.files.up.load(Ordering::Acquire)
+    }
+
+    fn flush_blocking(&self) -> Result<(), StoreError> {
+        let r = self.files.sync(&self.db);
+        self.committer.stop();
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests;
