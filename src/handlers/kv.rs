@@ -3,13 +3,14 @@
 //! content type) are checked here, once, and answered 400; engines only store.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::{Cx, Step};
 use crate::error::ApiError;
-use crate::metrics::KvOp;
+use crate::metrics::{KvOp, Metrics};
 use crate::response::{self, OCTET_STREAM, Resp};
 use crate::store::{Cond, ErrorKind, IfMatch, Page, PutOutcome, Record, StoreError};
 
@@ -151,42 +152,70 @@ pub fn get_kv(cx: Cx<'_>) -> Step<'_> {
         Err(e) => return Step::Done(Err(e)),
     };
     cx.app.metrics.kv_op(KvOp::Get);
+    let shape = match GetShape::of(&cx) {
+        Ok(shape) => shape,
+        Err(e) => return Step::Done(Err(e)),
+    };
     match cx.app.store.get(bucket, &key).into_ready() {
-        Ok(found) => Step::Done(answer_get(&cx, found)),
-        Err(call) => Step::Pending(Box::pin(async move {
-            let found = call.await;
-            answer_get(&cx, found)
-        })),
+        Ok(found) => Step::Done(shape.answer(&cx.app.metrics, cx.request_id, found)),
+        // The read shows a write not yet durable: answer once it is (docs/STORAGE.md,
+        // "Visibility = durability"), with nothing borrowed from the request.
+        Err(call) => {
+            let metrics = Arc::clone(&cx.app.metrics);
+            let request_id = cx.request_id.clone();
+            Step::Detached(Box::pin(async move {
+                shape.answer(&metrics, &request_id, call.await)
+            }))
+        }
     }
 }
 
-fn answer_get(cx: &Cx<'_>, found: Result<Option<Record>, StoreError>) -> Result<Resp, ApiError> {
-    let record = found
-        .map_err(|e| store_error(cx.request_id, e))?
-        .ok_or(ApiError::NotFound)?;
-    let tag = etag(record.revision);
-    if let Some(inm) = parse_tags(&cx.head.headers, IF_NONE_MATCH)? {
-        let matched = match inm {
-            IfMatch::Any => true,
-            IfMatch::Versions(vs) => vs.contains(&record.revision),
+/// What a GET's answer depends on besides the record, taken from the request head up front.
+struct GetShape {
+    if_none_match: Option<IfMatch>,
+    head: bool,
+}
+
+impl GetShape {
+    fn of(cx: &Cx<'_>) -> Result<GetShape, ApiError> {
+        Ok(GetShape {
+            if_none_match: parse_tags(&cx.head.headers, IF_NONE_MATCH)?,
+            head: cx.head.method == http::Method::HEAD,
+        })
+    }
+
+    fn answer(
+        &self,
+        metrics: &Metrics,
+        request_id: &HeaderValue,
+        found: Result<Option<Record>, StoreError>,
+    ) -> Result<Resp, ApiError> {
+        let record = found
+            .map_err(|e| store_error(request_id, e))?
+            .ok_or(ApiError::NotFound)?;
+        let tag = etag(record.revision);
+        let matched = match &self.if_none_match {
+            None => false,
+            Some(IfMatch::Any) => true,
+            Some(IfMatch::Versions(vs)) => vs.contains(&record.revision),
         };
         if matched {
             let mut resp = response::empty(StatusCode::NOT_MODIFIED);
             resp.headers_mut().insert(ETAG, tag);
             return Ok(resp);
         }
+        let content_type = if record.content_type.is_empty() {
+            OCTET_STREAM
+        } else {
+            HeaderValue::from_maybe_shared(record.content_type).unwrap_or(OCTET_STREAM)
+        };
+        if !self.head {
+            metrics.kv_bytes_out(record.value.len());
+        }
+        let mut resp = response::with_body(StatusCode::OK, content_type, record.value);
+        resp.headers_mut().insert(ETAG, tag);
+        Ok(resp)
     }
-    let content_type = if record.content_type.is_empty() {
-        OCTET_STREAM
-    } else {
-        HeaderValue::from_maybe_shared(record.content_type).unwrap_or(OCTET_STREAM)
-    };
-    if cx.head.method != http::Method::HEAD {
-        cx.app.metrics.kv_bytes_out(record.value.len());
-    }
-    let mut resp = response::with_body(StatusCode::OK, content_type, record.value);
-    resp.headers_mut().insert(ETAG, tag);
-    Ok(resp)
 }
 
 // PUT /v1/kv/{bucket}/{*key}
@@ -278,16 +307,19 @@ pub fn list_kv(cx: Cx<'_>) -> Step<'_> {
         .list(bucket, &prefix, after.as_deref(), limit)
         .into_ready()
     {
-        Ok(page) => Step::Done(answer_list(&cx, page)),
-        Err(call) => Step::Pending(Box::pin(async move {
-            let page = call.await;
-            answer_list(&cx, page)
-        })),
+        Ok(page) => Step::Done(answer_list(cx.request_id, page)),
+        // The listing may show writes not yet durable: answer once they are.
+        Err(call) => {
+            let request_id = cx.request_id.clone();
+            Step::Detached(Box::pin(
+                async move { answer_list(&request_id, call.await) },
+            ))
+        }
     }
 }
 
-fn answer_list(cx: &Cx<'_>, page: Result<Page, StoreError>) -> Result<Resp, ApiError> {
-    let page = page.map_err(|e| store_error(cx.request_id, e))?;
+fn answer_list(request_id: &HeaderValue, page: Result<Page, StoreError>) -> Result<Resp, ApiError> {
+    let page = page.map_err(|e| store_error(request_id, e))?;
     let body = serde_json::json!({ "keys": page.keys, "next": page.next });
     Ok(response::json(StatusCode::OK, body.to_string()))
 }

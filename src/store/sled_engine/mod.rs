@@ -12,6 +12,10 @@
 //!   order, so a key's ETag never goes backwards. Reads take no lock.
 //! - **Our flush is `Db::flush` + `fdatasync` of the log**, run by the group-commit thread; a
 //!   write in `sync` mode resolves after the flush that covers it.
+//! - **Visibility = durability** (`sync` mode): an answer never shows a write that could still
+//!   be lost. A read that sees a record newer than the last flush, an absence or listing while
+//!   some write is not yet flushed, and a failed condition judged on such a state, all wait
+//!   for the flush that covers it. With no write pending a read costs two atomic loads more.
 //!
 //! `dir.rs` makes the directory always reopen (sled's `conf` and snapshot files).
 
@@ -22,7 +26,7 @@ mod record;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,7 +53,9 @@ const READ_ATTEMPTS: usize = 8;
 pub struct SledStore {
     db: sled::Db,
     files: Arc<Files>,
-    committer: Committer,
+    committer: Arc<Committer>,
+    /// `sync` mode: answers wait for durability (docs/STORAGE.md, "Visibility = durability").
+    sync: bool,
     writer: Mutex<Writer>,
     sizing: Sizing,
     segment_size: usize,
@@ -70,6 +76,13 @@ struct Files {
     log: File,
     /// Health: false after a failed flush or write until the next successful flush.
     up: AtomicBool,
+    /// The newest revision a reader may see in the tree: set *before* a step is applied, so a
+    /// reader that saw the step's effect (even an absence) also sees at least its revision.
+    announced: AtomicU64,
+    /// The newest revision whose step is fully applied: set after the step.
+    applied: AtomicU64,
+    /// Every revision up to this one is durable: the `applied` a successful flush started from.
+    durable: AtomicU64,
 }
 
 impl Files {
@@ -77,6 +90,8 @@ impl Files {
     /// followed by `fdatasync` of the log file. sled writes nothing else that must be durable:
     /// no blob files (see the module docs), and its `conf` is made durable at open.
     fn sync(&self, db: &sled::Db) -> Result<(), StoreError> {
+        // Every step up to `upto` is in the tree before this flush starts, so the flush covers it.
+        let upto = self.applied.load(Ordering::Acquire);
         let r = db
             .flush()
             .map_err(|e| from_sled("store flush failed", e))
@@ -86,7 +101,14 @@ impl Files {
                     .map_err(|e| StoreError::io("fdatasync of the store log failed", e))
             });
         self.up.store(r.is_ok(), Ordering::Release);
+        if r.is_ok() {
+            self.durable.fetch_max(upto, Ordering::AcqRel);
+        }
         r
+    }
+
+    fn is_durable(&self, revision: u64) -> bool {
+        revision <= self.durable.load(Ordering::Acquire)
     }
 }
 
@@ -163,12 +185,19 @@ impl SledStore {
             dir: path.clone(),
             log,
             up: AtomicBool::new(true),
+            announced: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
         });
         let sizing = Sizing::for_segment(segment_size);
         let boot = |what: &str, e: StoreError| {
             format!("cannot open store at {shown}: {what}: {}", one_line(&e))
         };
         let writer = seed_revision(&db, &files).map_err(|e| boot("revision counter", e))?;
+        // Everything in the tree was recovered from the log or flushed by the seeding: durable.
+        for mark in [&files.announced, &files.applied, &files.durable] {
+            mark.store(writer.last, Ordering::Release);
+        }
         migrate_v1(&db, &sizing).map_err(|e| boot("record format upgrade", e))?;
         files.sync(&db).map_err(|e| boot("first flush", e))?;
         let flusher_db = db.clone();
@@ -177,15 +206,16 @@ impl SledStore {
             Durability::Sync => None,
             Durability::Periodic => Some(Duration::from_millis(cfg.flush_every_ms)),
         };
-        let committer = Committer::start(
+        let committer = Arc::new(Committer::start(
             Box::new(move || flusher_files.sync(&flusher_db)),
             period,
             metrics,
-        );
+        ));
         Ok(SledStore {
             db,
             files,
             committer,
+            sync: period.is_none(),
             writer: Mutex::new(writer),
             sizing,
             segment_size,
@@ -375,6 +405,7 @@ impl SledStore {
                 }
             }
         }
+        self.files.announced.fetch_max(revision, Ordering::AcqRel);
         if let Err(e) = self.apply_items(items) {
             let e = from_sled("store write failed", e);
             if e.kind() == ErrorKind::DiskFull {
@@ -383,7 +414,44 @@ impl SledStore {
             return Err(e);
         }
         w.last = revision;
+        self.files.applied.store(revision, Ordering::Release);
         Ok((written, true))
+    }
+}
+
+impl SledStore {
+    /// `result`, once every revision up to `upto` is durable: at once when it already is (or
+    /// in `periodic` mode, which promises no such thing), else after the flushes that cover it.
+    fn settle<T: Send + 'static>(&self, upto: u64, result: Result<T, StoreError>) -> StoreCall<T> {
+        if !self.sync || self.files.is_durable(upto) {
+            return StoreCall::ready(result);
+        }
+        let (files, committer) = (Arc::clone(&self.files), Arc::clone(&self.committer));
+        StoreCall::pending(async move {
+            // A flush covers what was applied when it started; a step announced but still
+            // being applied then needs the next one. Each round is one group commit.
+            while !files.is_durable(upto) {
+                match committer.enlist()? {
+                    None => break, // periodic: never reached, `sync` is checked above
+                    Some(ticket) => match ticket.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => {
+                            return Err(StoreError::new(
+                                ErrorKind::Unavailable,
+                                "commit thread stopped",
+                            ));
+                        }
+                    },
+                }
+            }
+            result
+        })
+    }
+
+    /// The newest revision a reader could have seen the effect of.
+    fn announced(&self) -> u64 {
+        self.files.announced.load(Ordering::Acquire)
     }
 }
 
@@ -456,13 +524,25 @@ fn migrate_v1(db: &sled::Db, sizing: &Sizing) -> Result<(), StoreError> {
 
 impl super::Storage for SledStore {
     fn get(&self, bucket: &str, key: &str) -> StoreCall<Option<Record>> {
-        StoreCall::ready(self.read(&compose(bucket, key)))
+        let found = self.read(&compose(bucket, key));
+        // A record shows its own write; an absence may show any step applied so far (a delete).
+        let upto = match &found {
+            Ok(Some(r)) => r.revision,
+            Ok(None) => self.announced(),
+            Err(_) => 0,
+        };
+        self.settle(upto, found)
     }
 
     fn write(&self, ops: &[WriteOp<'_>]) -> StoreCall<Written> {
         let written = match self.apply(ops) {
             Ok((w, true)) => w,
-            Ok((w, false)) => return StoreCall::ready(Ok(w)),
+            // Nothing changed, or a condition failed: the answer (404, 412) shows the state the
+            // step was judged on, which may hold writes not yet durable.
+            Ok((w, false)) => return self.settle(self.announced(), Ok(w)),
+            Err(e) if e.kind() == ErrorKind::Precondition => {
+                return self.settle(self.announced(), Err(e));
+            }
             Err(e) => return StoreCall::ready(Err(e)),
         };
         match self.committer.enlist() {
@@ -495,7 +575,8 @@ impl super::Storage for SledStore {
             .keys()
             .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(&range.prefix)))
             .map(|k| range.user_key(&k.map_err(|e| from_sled("store read failed", e))?));
-        StoreCall::ready(page_from(keys, limit))
+        let page = page_from(keys, limit);
+        self.settle(self.announced(), page)
     }
 
     fn health(&self) -> bool {
