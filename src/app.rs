@@ -71,7 +71,7 @@ impl App {
         );
         ready.set(Probe::CfgLoaded, true);
         ready.set(Probe::MetricsBound, true);
-        ready.set(Probe::DepsOk, true);
+        ready.set(Probe::DepsOk, store.health());
         let version_body = Bytes::from(format!(
             "{{\"name\":\"micronode\",\"version\":\"{}\",\"built_at_unix\":{}}}",
             env!("CARGO_PKG_VERSION"),
@@ -114,8 +114,18 @@ impl App {
         self.request_ids.next()
     }
 
+    /// Reads the engine's health into the `deps_ok` probe and `micronode_storage_up`; `/readyz`
+    /// and `/metrics` call it, so both tell the truth at the moment they are asked.
+    pub fn refresh_store_health(&self) -> bool {
+        let up = self.store.health();
+        self.ready.set(Probe::DepsOk, up);
+        self.metrics.set_storage_up(up);
+        up
+    }
+
     /// Gauges for `/metrics`.
     pub fn gauges(&self) -> Gauges {
+        self.refresh_store_health();
         let probes = self.ready.probes();
         Gauges {
             ready_inflight: self.budget(BudgetId::Ready).current(),

@@ -22,7 +22,6 @@ use crate::guards::budget::Permit;
 use crate::guards::rate_limit::{TokenBucket, retry_after_secs};
 use crate::guards::{BodyPlan, Bound, Bucket, check_head};
 use crate::handlers::{self, Cx, Detached, Step};
-use crate::ready::Probe;
 use crate::response::{self, Resp};
 use crate::router::{Endpoint, Plane, ROUTES, RouteId, Router, UNMATCHED};
 use crate::wire::{ConnInfo, PathParams, RequestBody, Verb, X_REQUEST_ID};
@@ -304,8 +303,8 @@ fn admit<'a>(
     } else {
         BodyPlan::default()
     };
-    if guards.needs_store && !app.ready.probe(Probe::DepsOk) {
-        return Err(ApiError::NotReady);
+    if guards.needs_store && !app.store.health() {
+        return Err(ApiError::StorageUnavailable);
     }
     let permit = match guards.budget {
         Some(id) => Some(app.budget(id).try_acquire().ok_or(ApiError::Concurrency)?),

@@ -53,7 +53,8 @@ pub struct GuardSpec {
     pub edge: bool,
     pub budget: Option<BudgetId>,
     pub timeout: Option<Bound>,
-    /// Refused with 503 `not_ready` while the store is not open.
+    /// Refused with 503 `storage_unavailable` (`Retry-After: 1`) while the engine reports
+    /// itself down (a failed flush, a full disk, an unreachable database).
     pub needs_store: bool,
 }
 

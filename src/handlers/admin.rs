@@ -37,6 +37,7 @@ pub fn readyz_waits(app: &crate::app::App) -> bool {
 }
 
 fn readyz_verdict(cx: &Cx<'_>) -> Result<Resp, ApiError> {
+    cx.app.refresh_store_health();
     let verdict = cx.app.ready.verdict(std::time::Instant::now());
     let status = if verdict.ready {
         StatusCode::OK
