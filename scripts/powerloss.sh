@@ -9,6 +9,7 @@
 #   CONTROL=1    expect loss: exit 0 only when at least one acknowledged write was lost
 #                (use with DURABILITY=periodic, to show the harness really drops data)
 #   SCENARIO     load (default) or regression (one 600 KiB PUT, then small acked writes, crash)
+#                REGRESSION_BIG_KIB sets the first PUT's size (default 600)
 #   WRITERS      concurrent writers (default 16); LARGE_FRAC share of large PUTs (default 0.08)
 #   SEED         random seed (default: time)
 #   MICRONODE_BIN  server binary (default ${CARGO_TARGET_DIR:-target}/release/micronode; built
@@ -114,6 +115,7 @@ args=(--lazyfs "$LAZYFS_BIN" --micronode "$MICRONODE_BIN" --work "$WORK" --round
 [ -n "${LARGE_FRAC:-}" ] && args+=(--large-frac "$LARGE_FRAC")
 [ -n "${SEED:-}" ] && args+=(--seed "$SEED")
 [ -n "${SUMMARY:-}" ] && args+=(--summary "$SUMMARY")
+[ -n "${REGRESSION_BIG_KIB:-}" ] && args+=(--regression-big-kib "$REGRESSION_BIG_KIB")
 [ -n "${LAZYFS_CACHE:-}" ] && args+=(--cache-size "$LAZYFS_CACHE")
 
 set +e

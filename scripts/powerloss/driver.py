@@ -161,14 +161,36 @@ class LazyFS:
         with open("/proc/mounts") as f:
             return any(line.split()[1] == self.mnt for line in f if len(line.split()) > 1)
 
+    def _command(self, cmd):
+        fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, cmd + b"\n")
+        finally:
+            os.close(fd)
+
+    def cache_usage(self):
+        """Percent of LazyFS's cache pages in use (None if it did not say within 30 s).
+
+        When the cache is full LazyFS writes further blocks straight through to the backing
+        file, where clear-cache cannot drop them: a round near 100% could hide a loss."""
+        path = os.path.join(self.work, f"lazyfs.{self.mounts}.log")
+        self._command(b"lazyfs::display-cache-usage")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open(path, "rb") as f:
+                for line in f.read().decode(errors="replace").splitlines():
+                    if "cache usage" in line:
+                        try:
+                            return float(line.rsplit(" is ", 1)[1].rstrip("%"))
+                        except (IndexError, ValueError):
+                            return None
+            time.sleep(0.02)
+        return None
+
     def clear_cache(self):
         # Drain stale completions first.
         self._drain()
-        fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-        try:
-            os.write(fd, b"lazyfs::clear-cache\n")
-        finally:
-            os.close(fd)
+        self._command(b"lazyfs::clear-cache")
         buf = b""
         deadline = time.monotonic() + 60
         while b"finished::clear-cache" not in buf:
@@ -407,9 +429,9 @@ class Writer(threading.Thread):
             self.budget[0] -= n
             return True
 
-    def put(self, name, if_match):
+    def put(self, name, if_match, size=None):
         st = self.keys[name]
-        size = self.size()
+        size = self.size() if size is None else size
         if not self._take_budget(size):
             self.stop.wait(0.05)
             if name in self.keys and not st.acked:
@@ -425,8 +447,8 @@ class Writer(threading.Thread):
         res = self._request("PUT", name, body, headers)
         self._settle(name, st, "put", seq, res, large=size >= 200 * KiB, nbytes=len(body))
 
-    def overwrite(self, name):
-        self.put(name, self.keys[name].live_etag)
+    def overwrite(self, name, size=None):
+        self.put(name, self.keys[name].live_etag, size)
 
     def delete(self, name):
         st = self.keys[name]
@@ -578,10 +600,12 @@ def crash(server, fs, stop=None):
     server.signal(signal.SIGSTOP)
     if stop is not None:
         stop.set()  # writers send nothing new; requests in flight fail at the kill
+    usage = fs.cache_usage()
     fs.clear_cache()
     server.kill()
     fs.unmount()
     fs.mount()
+    return usage
 
 
 def run_load_round(cfg, rnd, work, rng):
@@ -603,7 +627,7 @@ def run_load_round(cfg, rnd, work, rng):
         load_for = rng.uniform(cfg.dur * 0.4, cfg.dur)
         # A timer, not readiness: the crash point is random within the load.
         stop.wait(load_for)
-        crash(server, fs, stop)
+        res["cache_pct"] = crash(server, fs, stop)
         for w in writers:
             w.join(timeout=cfg.req_timeout + 30)
             if w.is_alive():
@@ -650,7 +674,7 @@ def run_regression_round(cfg, rnd, work, rng):
             raise Infra(f"first start failed: {server.log_tail()}")
         stats = Stats()
         w = Writer(0, server.addr, cfg, threading.Event(), stats, [1 << 40])
-        plan = [("big-0", 600 * KiB)] + [(f"small-{i}", 100 + 37 * i) for i in range(8)]
+        plan = [("big-0", cfg.regression_big_kib * KiB)] + [(f"small-{i}", 100 + 37 * i) for i in range(8)]
         for name, size in plan:
             w.keys[name] = KeyState()
             w.seq += 1
@@ -659,11 +683,11 @@ def run_regression_round(cfg, rnd, work, rng):
             r = w._request("PUT", name, body, {"Content-Type": "application/octet-stream"})
             w._settle(name, w.keys[name], "put", w.seq, r, large=size >= 200 * KiB, nbytes=len(body))
         # an overwrite of a small key and a delete of another, both acked
-        w.overwrite("small-0")
+        w.overwrite("small-0", size=300)
         w.delete("small-1")
         if w.conn is not None:
             w.conn.close()
-        crash(server, fs)
+        res["cache_pct"] = crash(server, fs)
         res.update(acked=stats.acked, acked_large=stats.acked_large, errors_5xx=stats.errors_5xx,
                    keys=len(w.keys))
         if stats.acked != len(plan) + 2:
@@ -693,14 +717,17 @@ def main():
     ap.add_argument("--dur", type=float, default=4.0, help="max seconds of load per round")
     ap.add_argument("--durability", default="sync")
     ap.add_argument("--scenario", choices=["load", "regression"], default="load")
+    ap.add_argument("--regression-big-kib", type=int, default=600, help="size of the first PUT")
     ap.add_argument("--control", action="store_true", help="expect loss; fail when none")
     ap.add_argument("--writers", type=int, default=16)
     ap.add_argument("--large-frac", type=float, default=0.08, help="share of PUTs that are large")
     ap.add_argument("--overwrite-frac", type=float, default=0.25)
     ap.add_argument("--delete-frac", type=float, default=0.10)
     ap.add_argument("--max-ops", type=int, default=200000, help="per writer per round")
-    ap.add_argument("--max-bytes", type=int, default=400 * MiB, help="value bytes sent per round")
+    ap.add_argument("--max-bytes", type=int, default=256 * MiB, help="value bytes sent per round")
     ap.add_argument("--cache-size", default="1gb", help="LazyFS cache (must exceed bytes written)")
+    ap.add_argument("--cache-full-pct", type=float, default=95.0,
+                    help="a round whose LazyFS cache use reaches this is not trusted (fails)")
     ap.add_argument("--req-timeout", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--keep", type=int, default=3, help="keep the directories of this many failed rounds")
@@ -717,7 +744,7 @@ def main():
     keys_sum = ("acked", "acked_large", "lost", "lost_ops", "lost_put", "rolled_back", "resurrected",
                 "corrupted", "etag_mismatch", "read_errors", "errors_5xx", "etag_reused")
     totals = {k: 0 for k in keys_sum}
-    totals.update(rounds=0, failed_restarts=0, rounds_with_loss=0)
+    totals.update(rounds=0, failed_restarts=0, rounds_with_loss=0, rounds_cache_full=0, max_cache_pct=0.0)
     kept = 0
     t_all = time.monotonic()
     for rnd in range(1, cfg.rounds + 1):
@@ -739,11 +766,17 @@ def main():
             totals["failed_restarts"] += 1
         if res.get("lost", 0):
             totals["rounds_with_loss"] += 1
+        pct = res.get("cache_pct")
+        if pct is None or pct >= cfg.cache_full_pct:
+            totals["rounds_cache_full"] += 1
+            res["note"] = (res.get("note", "") + " LazyFS cache full/unknown: loss could be hidden").strip()
+        else:
+            totals["max_cache_pct"] = max(totals["max_cache_pct"], pct)
         line = " ".join(
-            f"{k}={res[k]}" for k in (
+            f"{k}={round(res[k], 1) if isinstance(res[k], float) else res[k]}" for k in (
                 "round", "round_s", "load_s", "acked", "acked_large", "mb_acked", "keys", "errors_5xx",
                 "lost", "lost_put", "rolled_back", "resurrected", "lost_ops", "corrupted",
-                "etag_mismatch", "read_errors", "etag_reused", "restart_ok", "note",
+                "etag_mismatch", "read_errors", "etag_reused", "cache_pct", "restart_ok", "note",
             ) if k in res
         )
         log(f"round {line}")
@@ -763,7 +796,8 @@ def main():
     if cfg.summary:
         with open(cfg.summary, "w") as f:
             json.dump(dict(config={k: v for k, v in vars(cfg).items()}, totals=totals), f, indent=1)
-    failed = totals["lost"] + totals["corrupted"] + totals["failed_restarts"] + totals["etag_mismatch"]
+    failed = (totals["lost"] + totals["corrupted"] + totals["failed_restarts"] + totals["etag_mismatch"]
+              + totals["read_errors"] + totals["rounds_cache_full"])
     if cfg.control:
         if totals["lost"] == 0:
             log("powerloss: CONTROL FAILED: no acknowledged write was lost, so the harness did not drop un-fsynced data")
