@@ -41,7 +41,7 @@ cannot() {
 [ -r /dev/fuse ] && [ -w /dev/fuse ] || cannot "/dev/fuse is not readable and writable by $(id -un)"
 command -v fusermount3 >/dev/null || cannot "fusermount3 missing (apt-get install fuse3)"
 command -v python3 >/dev/null || cannot "python3 missing"
-[ -x "$LAZYFS_BIN" ] || cannot "LazyFS not found at $LAZYFS_BIN (build it with scripts/build_lazyfs.sh, or set LAZYFS_BIN)"
+[ -x "$LAZYFS_BIN" ] || cannot "LazyFS not found at $LAZYFS_BIN (set LAZYFS_BIN to a LazyFS binary; see scripts/powerloss/README.md)"
 
 if [ ! -x "$MICRONODE_BIN" ]; then
   echo "powerloss: $MICRONODE_BIN missing: cargo build --release"
