@@ -551,8 +551,8 @@ def check_keys(addr, keys, threads=4):
         # A violation: how many acknowledged ops after the state we found were lost?
         seqs = [seq for _, seq, _ in st.acked]
         if observed is None:
-            lost_ops = len(seqs)  # a key absent although its last acked op was a PUT
-            # after a delete+... keys are never re-created, so an absent key lost every op
+            # Keys are never re-created after a delete, so an absent key lost every acked op.
+            lost_ops = len(seqs)
             return "lost_put", f"{name}: absent, last acked PUT seq {last[1]}", lost_ops
         if observed not in acked_puts and (st.pending is None or st.pending[1] != observed):
             return "corrupted", f"{name}: holds seq {observed}, never sent for this key", None
