@@ -827,7 +827,7 @@ def main():
         if not res["restart_ok"]:
             for l in res.get("restart_log", []):
                 log(f"    restart log: {l[:300]}")
-        if bad and kept < cfg.keep:
+        if bad and kept < cfg.keep and not cfg.control:
             kept += 1
             log(f"    kept {work}")
         else:
