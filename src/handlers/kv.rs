@@ -133,9 +133,14 @@ fn store_error(request_id: &HeaderValue, e: StoreError) -> ApiError {
     match e.kind() {
         ErrorKind::Precondition => ApiError::PreconditionFailed,
         ErrorKind::NotFound => ApiError::NotFound,
-        ErrorKind::Quota | ErrorKind::Unavailable | ErrorKind::DiskFull | ErrorKind::Internal => {
-            tracing::error!(request_id = ?request_id, kind = ?e.kind(), cause = %e, "store error");
-            ApiError::Storage
+        ErrorKind::Quota => ApiError::QuotaStorage,
+        kind => {
+            tracing::error!(request_id = ?request_id, kind = ?kind, cause = %e, "store error");
+            match kind {
+                ErrorKind::Unavailable => ApiError::StorageUnavailable,
+                ErrorKind::DiskFull => ApiError::StorageFull,
+                _ => ApiError::Storage,
+            }
         }
     }
 }

@@ -122,8 +122,8 @@ handlers! {
     GetMetrics => sync admin::get_metrics, answers [200];
     GetPing => sync admin::get_ping, answers [200];
     GetKv => step kv::get_kv, waits if kv::reads_wait, answers [200, 304, 400, 404];
-    PutKv => async kv::put_kv, answers [201, 204, 400, 412];
-    DeleteKv => async kv::delete_kv, answers [204, 400, 404, 412];
+    PutKv => async kv::put_kv, answers [201, 204, 400, 412, 507];
+    DeleteKv => async kv::delete_kv, answers [204, 400, 404, 412, 507];
     ListKv => step kv::list_kv, waits if kv::reads_wait, answers [200, 400];
     PostEcho => async dev::post_echo, answers [200, 400];
     GetRl => sync dev::get_rl, answers [200];
