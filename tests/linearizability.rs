@@ -10,6 +10,7 @@
 //! `MICRONODE_LINCHECK_SEED` repeats a run; `MICRONODE_LINCHECK_ROUNDS` repeats (c).
 
 mod lincheck;
+mod support;
 
 use std::time::Instant;
 
