@@ -20,17 +20,18 @@
 //! - [`wire`]     — types every layer shares: methods, request body, path params, conn info.
 //! - [`logging`]  — tracing setup (`RUST_LOG`, text or JSON).
 
+#![warn(unreachable_pub)]
 pub mod app;
 pub mod config;
-pub mod error;
+pub(crate) mod error;
 pub mod guards;
 pub mod handlers;
-pub mod latency;
+pub(crate) mod latency;
 pub mod logging;
-pub mod metrics;
-pub mod ready;
-pub mod response;
-pub mod router;
+pub(crate) mod metrics;
+pub(crate) mod ready;
+pub(crate) mod response;
+pub(crate) mod router;
 pub mod server;
 pub mod service;
 pub mod store;

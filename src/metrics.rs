@@ -85,7 +85,7 @@ pub struct RouteLabels {
 
 /// Index of a route in the label set handed to [`Metrics::new`]; one past the last route
 /// stands for "unmatched".
-pub type RouteId = usize;
+pub(crate) type RouteId = usize;
 
 /// Latency buckets, 10 µs to 10 s, in nanoseconds.
 const LATENCY_BOUNDS_NS: &[u64] = &[

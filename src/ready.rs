@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 /// Probe names, in the order of the `/readyz` body and the `micronode_ready_probe` series.
-pub const PROBES: [&str; 4] = ["listeners_bound", "cfg_loaded", "metrics_bound", "deps_ok"];
+pub(crate) const PROBES: [&str; 4] = ["listeners_bound", "cfg_loaded", "metrics_bound", "deps_ok"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
@@ -30,13 +30,13 @@ struct Slot {
 
 /// Counts answers per second over the last `len` seconds; lock-free.
 #[derive(Debug)]
-pub struct ErrorWindow {
+pub(crate) struct ErrorWindow {
     origin: Instant,
     slots: Box<[Slot]>,
 }
 
 impl ErrorWindow {
-    pub fn new(secs: u64) -> Self {
+    pub(crate) fn new(secs: u64) -> Self {
         let len = usize::try_from(secs.max(1)).unwrap_or(1);
         Self {
             origin: Instant::now(),
@@ -49,7 +49,7 @@ impl ErrorWindow {
         now.saturating_duration_since(self.origin).as_secs() + 1
     }
 
-    pub fn record(&self, now: Instant, is_error: bool) {
+    pub(crate) fn record(&self, now: Instant, is_error: bool) {
         let sec = self.second(now);
         let slot = &self.slots[(sec % self.slots.len() as u64) as usize];
         let seen = slot.second.load(Ordering::Acquire);
@@ -72,7 +72,7 @@ impl ErrorWindow {
     }
 
     /// 5xx share over the window, in percent (0 when nothing was answered).
-    pub fn error_rate_pct(&self, now: Instant) -> f64 {
+    pub(crate) fn error_rate_pct(&self, now: Instant) -> f64 {
         let sec = self.second(now);
         let len = self.slots.len() as u64;
         let (mut total, mut errors) = (0u64, 0u64);

@@ -11,7 +11,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::Full;
 use http_body_util::combinators::BoxBody;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body: one buffer known up front (every answer but the long ones — the fast
 /// path, which costs what a bare `Full<Bytes>` costs), or a stream of frames produced while
@@ -74,15 +74,19 @@ impl http_body::Body for Body {
     }
 }
 
-pub type Resp = Response<Body>;
+pub(crate) type Resp = Response<Body>;
 
-pub const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
-pub const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
-pub const PROMETHEUS_TEXT: HeaderValue =
+pub(crate) const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+pub(crate) const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+pub(crate) const PROMETHEUS_TEXT: HeaderValue =
     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
 
 /// A response with a status, a content type and a body.
-pub fn with_body(status: StatusCode, content_type: HeaderValue, body: impl Into<Bytes>) -> Resp {
+pub(crate) fn with_body(
+    status: StatusCode,
+    content_type: HeaderValue,
+    body: impl Into<Bytes>,
+) -> Resp {
     let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, content_type);
@@ -90,19 +94,19 @@ pub fn with_body(status: StatusCode, content_type: HeaderValue, body: impl Into<
 }
 
 /// A JSON response from already-serialized bytes.
-pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     with_body(status, APPLICATION_JSON, body)
 }
 
 /// A response with no body at all (204, 304, 201 without content).
-pub fn empty(status: StatusCode) -> Resp {
+pub(crate) fn empty(status: StatusCode) -> Resp {
     let mut resp = Response::new(Body::full(Bytes::new()));
     *resp.status_mut() = status;
     resp
 }
 
 /// Turns a GET response into its HEAD twin: same headers, the length kept, no body.
-pub fn strip_body_for_head(resp: Resp) -> Resp {
+pub(crate) fn strip_body_for_head(resp: Resp) -> Resp {
     let (mut parts, body) = resp.into_parts();
     let len = http_body::Body::size_hint(&body).exact().unwrap_or(0);
     if len > 0 && !parts.headers.contains_key(CONTENT_LENGTH) {

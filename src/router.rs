@@ -12,7 +12,7 @@ use crate::wire::{PathParams, Verb};
 /// Where a route lives; dev routes exist only with `MICRONODE_DEV_ROUTES=1`, the service-time
 /// routes only with `MICRONODE_DEV_METRICS=1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plane {
+pub(crate) enum Plane {
     Admin,
     Feature,
     Dev,
@@ -21,7 +21,7 @@ pub enum Plane {
 
 impl Plane {
     /// Whether routes of this plane are served under these dev flags.
-    pub fn served(self, dev_routes: bool, dev_metrics: bool) -> bool {
+    pub(crate) fn served(self, dev_routes: bool, dev_metrics: bool) -> bool {
         match self {
             Plane::Admin | Plane::Feature => true,
             Plane::Dev => dev_routes,
@@ -32,7 +32,7 @@ impl Plane {
 
 /// One method of a route.
 #[derive(Debug, Clone, Copy)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub verb: Verb,
     pub handler: Handler,
     pub guards: GuardSpec,
@@ -40,7 +40,7 @@ pub struct Endpoint {
 
 /// One route template.
 #[derive(Debug)]
-pub struct Route {
+pub(crate) struct Route {
     pub template: &'static str,
     pub plane: Plane,
     pub endpoints: &'static [Endpoint],
@@ -57,7 +57,7 @@ const fn ep(verb: Verb, handler: Handler, guards: GuardSpec) -> Endpoint {
 /// THE route table (docs/API.md lists it). HEAD is served for every GET endpoint without a body.
 /// One line per route, kept unformatted so the table reads as a table.
 #[rustfmt::skip]
-pub static ROUTES: &[Route] = &[
+pub(crate) static ROUTES: &[Route] = &[
     Route { template: "/healthz", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetHealthz, GuardSpec::ADMIN)] },
     Route { template: "/readyz", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetReadyz, GuardSpec::READY)] },
     Route { template: "/version", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetVersion, GuardSpec::ADMIN)] },
@@ -77,18 +77,18 @@ pub static ROUTES: &[Route] = &[
 ];
 
 /// Index of a route in [`ROUTES`]; `ROUTES.len()` stands for "unmatched" in metrics.
-pub type RouteId = usize;
-pub const UNMATCHED: RouteId = ROUTES.len();
+pub(crate) type RouteId = usize;
+pub(crate) const UNMATCHED: RouteId = ROUTES.len();
 
 /// Every route template, in route-id order.
-pub fn templates() -> Vec<&'static str> {
+pub(crate) fn templates() -> Vec<&'static str> {
     ROUTES.iter().map(|r| r.template).collect()
 }
 
 /// The label sets of every route, in route-id order, for the metrics registry: dev routes are
 /// counted (and prewarmed) only when dev routes and dev metrics are both on; each endpoint's
 /// series are its handler's statuses, its guards' rejects and 500; other methods get 405.
-pub fn metric_labels(dev_routes: bool, dev_metrics: bool) -> Vec<RouteLabels> {
+pub(crate) fn metric_labels(dev_routes: bool, dev_metrics: bool) -> Vec<RouteLabels> {
     let main_verbs = [Verb::Get, Verb::Head, Verb::Post, Verb::Put, Verb::Delete];
     ROUTES
         .iter()
@@ -121,7 +121,7 @@ pub fn metric_labels(dev_routes: bool, dev_metrics: bool) -> Vec<RouteLabels> {
 
 impl Route {
     /// The endpoint serving `verb`, with HEAD falling back to GET.
-    pub fn endpoint(&self, verb: Verb) -> Option<&Endpoint> {
+    pub(crate) fn endpoint(&self, verb: Verb) -> Option<&Endpoint> {
         let find = |v: Verb| self.endpoints.iter().find(|e| e.verb == v);
         match verb {
             Verb::Head => find(Verb::Head).or_else(|| find(Verb::Get)),
@@ -130,7 +130,7 @@ impl Route {
     }
 
     /// The verbs this route answers, HEAD included for GET routes, in table order.
-    pub fn verbs(&self) -> Vec<Verb> {
+    pub(crate) fn verbs(&self) -> Vec<Verb> {
         let mut out = Vec::new();
         for e in self.endpoints {
             out.push(e.verb);
@@ -144,7 +144,7 @@ impl Route {
 
 /// The compiled router: matchit tree plus the exact `Allow` header of each route.
 #[derive(Debug)]
-pub struct Router {
+pub(crate) struct Router {
     tree: matchit::Router<RouteId>,
     allow: Vec<HeaderValue>,
 }
@@ -152,7 +152,7 @@ pub struct Router {
 impl Router {
     /// Registers every route of the table served under the dev flags. A bad template is a bug
     /// in the table, caught by the unit test below, so this panics with its name.
-    pub fn new(dev_routes: bool, dev_metrics: bool) -> Router {
+    pub(crate) fn new(dev_routes: bool, dev_metrics: bool) -> Router {
         let mut tree = matchit::Router::new();
         for (id, route) in ROUTES.iter().enumerate() {
             if !route.plane.served(dev_routes, dev_metrics) {
@@ -174,7 +174,7 @@ impl Router {
     }
 
     /// Matches a raw path. `None` is a 404.
-    pub fn at(&self, path: &str) -> Option<(RouteId, PathParams)> {
+    pub(crate) fn at(&self, path: &str) -> Option<(RouteId, PathParams)> {
         match self.tree.at(path) {
             Ok(m) => {
                 let id = *m.value;
@@ -187,7 +187,7 @@ impl Router {
     }
 
     /// The `Allow` header of a route, for 405 answers.
-    pub fn allow(&self, id: RouteId) -> &HeaderValue {
+    pub(crate) fn allow(&self, id: RouteId) -> &HeaderValue {
         &self.allow[id]
     }
 }

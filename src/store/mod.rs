@@ -338,7 +338,7 @@ pub(crate) struct ListRange {
 }
 
 impl ListRange {
-    pub fn new(bucket: &str, prefix: &str, after: Option<&str>) -> ListRange {
+    pub(crate) fn new(bucket: &str, prefix: &str, after: Option<&str>) -> ListRange {
         let start = compose(bucket, prefix);
         let lower = match after {
             Some(a) if a.as_bytes() >= prefix.as_bytes() => {
@@ -354,7 +354,7 @@ impl ListRange {
     }
 
     /// The user key of an engine key in this range.
-    pub fn user_key(&self, engine_key: &[u8]) -> Result<String, StoreError> {
+    pub(crate) fn user_key(&self, engine_key: &[u8]) -> Result<String, StoreError> {
         String::from_utf8(engine_key[self.bucket_len + 1..].to_vec())
             .map_err(|_| StoreError::internal("non-UTF-8 key in store"))
     }

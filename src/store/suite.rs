@@ -74,7 +74,7 @@ fn value(seed: u8, len: usize) -> Vec<u8> {
 mod cases {
     use super::*;
 
-    pub fn put_get_replace_delete(s: &dyn Storage) {
+    pub(super) fn put_get_replace_delete(s: &dyn Storage) {
         let v1 = match put(s, "b", "k", b"text/plain", b"one", &Cond::NONE) {
             Ok(PutOutcome::Created(v)) => v,
             other => panic!("{s:?}: {other:?}"),
@@ -97,7 +97,7 @@ mod cases {
         assert!(s.health());
     }
 
-    pub fn conditions_are_checked_with_the_write(s: &dyn Storage) {
+    pub(super) fn conditions_are_checked_with_the_write(s: &dyn Storage) {
         let create_only = Cond {
             if_none_match: Some(IfMatch::Any),
             ..Default::default()
@@ -143,7 +143,7 @@ mod cases {
         assert!(del(s, "b", "c", &any).is_ok());
     }
 
-    pub fn listing_is_ordered_prefixed_and_paged(s: &dyn Storage) {
+    pub(super) fn listing_is_ordered_prefixed_and_paged(s: &dyn Storage) {
         for k in ["a/2", "a/1", "b", "a/10", "c"] {
             put(s, "bk", k, b"", b"v", &Cond::NONE).expect("put");
         }
@@ -162,7 +162,7 @@ mod cases {
         assert_eq!(p.keys, ["a/1", "a/10", "a/2", "b", "big", "c"]);
     }
 
-    pub fn values_of_every_size_read_back_exactly(s: &dyn Storage) {
+    pub(super) fn values_of_every_size_read_back_exactly(s: &dyn Storage) {
         let sizes = [
             0,
             1,
@@ -202,7 +202,7 @@ mod cases {
         assert_eq!(get(s, "sz", "k0"), None);
     }
 
-    pub fn limits_are_refused_never_truncated(s: &dyn Storage) {
+    pub(super) fn limits_are_refused_never_truncated(s: &dyn Storage) {
         let long_ct = vec![b'a'; MAX_CONTENT_TYPE_BYTES + 1];
         assert_eq!(
             kind(put(s, "b", "k", &long_ct, b"v", &Cond::NONE)),
@@ -237,7 +237,7 @@ mod cases {
         );
     }
 
-    pub fn a_step_is_all_or_nothing_under_one_revision(s: &dyn Storage) {
+    pub(super) fn a_step_is_all_or_nothing_under_one_revision(s: &dyn Storage) {
         put(s, "t", "exists", b"", b"old", &Cond::NONE).expect("put");
         let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
         let must_be_absent = Cond {
@@ -324,7 +324,7 @@ mod cases {
 
     /// Racing writers on one key: every revision is distinct, and the key ends at the highest
     /// one acknowledged (a key's ETag never goes backwards).
-    pub fn revisions_follow_apply_order_under_races(s: &dyn Storage) {
+    pub(super) fn revisions_follow_apply_order_under_races(s: &dyn Storage) {
         let revs = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for w in 0..8u8 {

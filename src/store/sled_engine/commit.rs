@@ -16,12 +16,12 @@ use crate::metrics::Metrics;
 use crate::store::{ErrorKind, StoreError};
 
 /// The flush the committer runs: engine flush + fsync of the files.
-pub type FlushFn = Box<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
+pub(super) type FlushFn = Box<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 /// A writer's place in the next flush: resolves when a flush covering its write is done.
-pub type Ticket = oneshot::Receiver<Result<(), StoreError>>;
+pub(super) type Ticket = oneshot::Receiver<Result<(), StoreError>>;
 
 #[derive(Default)]
 struct State {
@@ -39,7 +39,7 @@ struct Shared {
     wake: Condvar,
 }
 
-pub struct Committer {
+pub(super) struct Committer {
     shared: Arc<Shared>,
     /// `None` = sync mode (writers wait); `Some(period)` = periodic mode.
     period: Option<Duration>,
@@ -55,7 +55,11 @@ impl std::fmt::Debug for Committer {
 }
 
 impl Committer {
-    pub fn start(flush: FlushFn, period: Option<Duration>, metrics: Arc<Metrics>) -> Committer {
+    pub(super) fn start(
+        flush: FlushFn,
+        period: Option<Duration>,
+        metrics: Arc<Metrics>,
+    ) -> Committer {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -74,7 +78,7 @@ impl Committer {
 
     /// Called after a write is in the engine. Sync mode: a ticket for the flush that will cover
     /// it. Periodic mode: `None` (the write is marked for the next periodic flush).
-    pub fn enlist(&self) -> Result<Option<Ticket>, StoreError> {
+    pub(super) fn enlist(&self) -> Result<Option<Ticket>, StoreError> {
         let Ok(mut st) = self.shared.state.lock() else {
             return Err(StoreError::internal("commit state poisoned"));
         };
@@ -96,7 +100,7 @@ impl Committer {
     }
 
     /// Stops the thread after it has answered every waiter. Idempotent.
-    pub fn stop(&self) {
+    pub(super) fn stop(&self) {
         if let Ok(mut st) = self.shared.state.lock() {
             st.stop = true;
         }

@@ -20,19 +20,19 @@ pub const SLED_DEFAULT_SEGMENT: usize = 512 * 1024;
 /// Segment size of a new data directory (docs/STORAGE.md, "Segment size").
 pub const NEW_SEGMENT: usize = 2 * 1024 * 1024;
 
-pub const CONF: &str = "conf";
+pub(super) const CONF: &str = "conf";
 pub const GOOD_CONF: &str = "conf.good";
 
 /// What preparing the directory found and did.
 #[derive(Debug, Default)]
-pub struct Prepared {
+pub(super) struct Prepared {
     pub segment_size: usize,
     /// One line per repair, for the log.
     pub repairs: Vec<String>,
 }
 
 /// The segment size in a sled `conf` file, if the file is whole (CRC matches).
-pub fn parse_conf(bytes: &[u8]) -> Option<usize> {
+pub(super) fn parse_conf(bytes: &[u8]) -> Option<usize> {
     if bytes.len() <= 8 {
         return None;
     }
@@ -59,12 +59,12 @@ fn read_if_exists(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Writes `name` in `dir` so that after a crash it holds either the old or the new bytes.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -77,7 +77,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
 /// The `conf` file sled 0.34 writes for `segment_size` (no compression): its text lines and
 /// their CRC-32, little-endian. Writing it ourselves, atomically, before sled first opens a new
 /// directory leaves no moment in which a crash could tear it.
-pub fn conf_bytes(segment_size: usize) -> Vec<u8> {
+pub(super) fn conf_bytes(segment_size: usize) -> Vec<u8> {
     let mut out = format!("segment_size: {segment_size}\nuse_compression: false\nversion: 0.34\n")
         .into_bytes();
     let crc = crc32fast::hash(&out);
@@ -99,7 +99,7 @@ fn create_new(dir: &Path) -> std::io::Result<()> {
 
 /// Repairs what a power loss can leave behind and picks the segment size, before sled opens
 /// `dir` (which may not exist yet).
-pub fn prepare(dir: &Path) -> std::io::Result<Prepared> {
+pub(super) fn prepare(dir: &Path) -> std::io::Result<Prepared> {
     let mut out = Prepared::default();
     if !dir.is_dir() {
         create_new(dir)?;
@@ -185,7 +185,7 @@ fn repair_snapshots(dir: &Path, repairs: &mut Vec<String>) -> std::io::Result<()
 }
 
 /// After sled opened `dir`: make its `conf` durable and keep our known-good copy in step.
-pub fn after_open(dir: &Path) -> std::io::Result<()> {
+pub(super) fn after_open(dir: &Path) -> std::io::Result<()> {
     let conf = fs::read(dir.join(CONF))?;
     if parse_conf(&conf).is_none() {
         return Err(std::io::Error::other(

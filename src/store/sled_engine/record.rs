@@ -17,22 +17,22 @@ use std::ops::Range;
 use super::super::StoreError;
 
 /// First byte of a v2 record.
-pub const TAG_V2: u8 = 0x01;
+pub(super) const TAG_V2: u8 = 0x01;
 const FLAG_EXPIRES: u8 = 0x01;
 const FLAG_CHUNKED: u8 = 0x02;
 
-pub const CHUNK_PREFIX: u8 = 0x01;
+pub(super) const CHUNK_PREFIX: u8 = 0x01;
 /// A revision no lower than any handed out; made durable before it is passed.
-pub const META_RESERVED: &[u8] = b"\x00reserved";
+pub(super) const META_RESERVED: &[u8] = b"\x00reserved";
 /// The record format of the tree: absent = v1 records may need rewriting, 2 = done.
-pub const META_FORMAT: &[u8] = b"\x00format";
-pub const FORMAT_V2: u8 = 2;
+pub(super) const META_FORMAT: &[u8] = b"\x00format";
+pub(super) const FORMAT_V2: u8 = 2;
 
-pub const CHUNK_KEY_LEN: usize = 1 + 8 + 2 + 4;
+pub(super) const CHUNK_KEY_LEN: usize = 1 + 8 + 2 + 4;
 
 /// Where the value of a record is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Body {
+pub(super) enum Body {
     /// In the record, at this range.
     Inline(Range<usize>),
     /// In `count` chunks under `chunk_prefix(revision, slot)`, `len` bytes in all.
@@ -41,7 +41,7 @@ pub enum Body {
 
 /// A decoded record head; the bytes stay in the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
+pub(super) struct Head {
     pub revision: u64,
     pub expires_at: Option<u64>,
     pub content_type: Range<usize>,
@@ -66,7 +66,7 @@ fn u32_at(rec: &[u8], at: usize) -> Result<u32, StoreError> {
         .ok_or_else(corrupt)
 }
 
-pub fn u64_at(rec: &[u8], at: usize) -> Result<u64, StoreError> {
+pub(super) fn u64_at(rec: &[u8], at: usize) -> Result<u64, StoreError> {
     rec.get(at..at + 8)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
@@ -74,7 +74,7 @@ pub fn u64_at(rec: &[u8], at: usize) -> Result<u64, StoreError> {
 }
 
 /// Decodes a v1 or v2 record head.
-pub fn decode(rec: &[u8]) -> Result<Head, StoreError> {
+pub(super) fn decode(rec: &[u8]) -> Result<Head, StoreError> {
     match rec.first() {
         Some(0x00) => {
             let revision = u64_at(rec, 0)?;
@@ -130,13 +130,13 @@ pub fn decode(rec: &[u8]) -> Result<Head, StoreError> {
 }
 
 /// Length of a v2 record head before its body.
-pub fn head_len(content_type: &[u8], expires_at: Option<u64>) -> usize {
+pub(super) fn head_len(content_type: &[u8], expires_at: Option<u64>) -> usize {
     2 + 8 + if expires_at.is_some() { 8 } else { 0 } + 2 + content_type.len()
 }
 
 /// Encodes a v2 record. `chunked` = `(slot, count)`: the value is in chunks, not inline.
 /// The content type must already be within the limit (checked by the caller).
-pub fn encode(
+pub(super) fn encode(
     revision: u64,
     content_type: &[u8],
     expires_at: Option<u64>,
@@ -173,7 +173,7 @@ pub fn encode(
 }
 
 /// The key prefix shared by every chunk of one value.
-pub fn chunk_prefix(revision: u64, slot: u16) -> [u8; 11] {
+pub(super) fn chunk_prefix(revision: u64, slot: u16) -> [u8; 11] {
     let mut k = [0u8; 11];
     k[0] = CHUNK_PREFIX;
     k[1..9].copy_from_slice(&revision.to_be_bytes());
@@ -181,7 +181,7 @@ pub fn chunk_prefix(revision: u64, slot: u16) -> [u8; 11] {
     k
 }
 
-pub fn chunk_key(revision: u64, slot: u16, index: u32) -> [u8; CHUNK_KEY_LEN] {
+pub(super) fn chunk_key(revision: u64, slot: u16, index: u32) -> [u8; CHUNK_KEY_LEN] {
     let mut k = [0u8; CHUNK_KEY_LEN];
     k[..11].copy_from_slice(&chunk_prefix(revision, slot));
     k[11..].copy_from_slice(&index.to_be_bytes());
