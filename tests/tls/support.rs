@@ -588,9 +588,17 @@ impl Http {
                 .header("content-length", body.len())
                 .body(Full::new(body))
                 .expect("valid request");
+            // Wait until the connection can take the next request (on HTTP/1 the previous
+            // exchange may still be finishing), then send.
             let resp = match &mut self.sender {
-                Sender::H1(s) => s.send_request(req).await,
-                Sender::H2(s) => s.send_request(req).await,
+                Sender::H1(s) => match s.ready().await {
+                    Ok(()) => s.send_request(req).await,
+                    Err(e) => Err(e),
+                },
+                Sender::H2(s) => match s.ready().await {
+                    Ok(()) => s.send_request(req).await,
+                    Err(e) => Err(e),
+                },
             }
             .map_err(|e| format!("request: {e}"))?;
             let (status, version) = (resp.status().as_u16(), resp.version());
