@@ -79,6 +79,7 @@ fn benches(c: &mut Criterion) {
     let admin = &engines[0].1;
     let conn = Arc::new(ConnInfo {
         peer: std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+        tls: None,
     });
     let run =
         |svc: &Arc<Service>, r: Request<RequestBody>| rt.block_on(svc.handle(&conn, r)).status();

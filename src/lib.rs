@@ -4,6 +4,7 @@
 //! Layers from the edge down; each imports only the ones below it (docs/ARCHITECTURE.md).
 //! - [`server`]   — accept loop, transport (plain TCP, or a handshake in the connection task),
 //!   protocol limits, connection budget, header and idle clocks, graceful drain.
+//! - [`tls`]      — the TLS transport: rustls (aws-lc-rs), post-quantum modes, mTLS, reload.
 //! - [`service`]  — the per-request pipeline: request id, metrics, route match, guards, handler.
 //! - [`router`]   — THE route table (template, plane, per-method handler and guard spec) and
 //!   the metric label sets derived from it.
@@ -35,6 +36,7 @@ pub(crate) mod router;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod wire;
 
 use std::sync::Arc;

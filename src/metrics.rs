@@ -4,8 +4,8 @@
 //! prewarmed, so `/metrics` shows it (at 0) before the first request.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::Code;
 use crate::wire::Verb;
@@ -209,6 +209,58 @@ pub enum KvOp {
 
 const KV_OPS: [&str; 4] = ["put", "get", "del", "list"];
 
+/// TLS protocol versions labelled by `micronode_tls_handshakes_total{version}`; `None` when
+/// the handshake failed before one was agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12 = 0,
+    Tls13 = 1,
+    None = 2,
+}
+
+const TLS_VERSIONS: [&str; 3] = ["TLSv1_2", "TLSv1_3", "none"];
+
+impl TlsVersion {
+    /// The label value, rustls's spelling.
+    pub fn label(self) -> &'static str {
+        TLS_VERSIONS[self as usize]
+    }
+}
+
+/// Key-exchange groups labelled by `micronode_tls_handshakes_total{group}`, by rustls's names;
+/// `None` when no group was agreed (a failed handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsGroup {
+    X25519Mlkem768 = 0,
+    X25519 = 1,
+    Secp256r1 = 2,
+    Secp384r1 = 3,
+    None = 4,
+}
+
+const TLS_GROUPS: [&str; 5] = ["X25519MLKEM768", "X25519", "secp256r1", "secp384r1", "none"];
+
+impl TlsGroup {
+    /// The label value, rustls's name of the group.
+    pub fn label(self) -> &'static str {
+        TLS_GROUPS[self as usize]
+    }
+}
+
+fn tls_index(ok: bool, version: TlsVersion, group: TlsGroup) -> usize {
+    (usize::from(!ok) * TLS_VERSIONS.len() + version as usize) * TLS_GROUPS.len() + group as usize
+}
+
+/// Every `{result, version, group}` combination, prewarmed.
+const TLS_SERIES: usize = 2 * TLS_VERSIONS.len() * TLS_GROUPS.len();
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Gauges owned elsewhere (readiness), read at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
@@ -237,6 +289,15 @@ pub struct Metrics {
     storage_up: AtomicBool,
     pub flush_seconds: Histogram,
     pub commit_batch_size: Histogram,
+    /// `micronode_tls_handshakes_total`, indexed by [`tls_index`].
+    tls_handshakes: [AtomicU64; TLS_SERIES],
+    /// The serving certificate's notAfter (Unix seconds); shown only while TLS is on.
+    tls_cert_not_after: AtomicI64,
+    tls_on: AtomicBool,
+    /// `micronode_config_reloads_total{result="ok|error"}`.
+    config_reloads: [AtomicU64; 2],
+    /// Unix seconds of the last successful (re)load; the boot load counts.
+    config_last_reload_ok: AtomicI64,
 }
 
 fn req_index(route: RouteId, verb: Verb, status_slot: usize) -> usize {
@@ -288,7 +349,39 @@ impl Metrics {
             storage_up: AtomicBool::new(true),
             flush_seconds: Histogram::new(FLUSH_BOUNDS_NS, 1e9),
             commit_batch_size: Histogram::new(BATCH_BOUNDS, 1.0),
+            tls_handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
+            tls_cert_not_after: AtomicI64::new(0),
+            tls_on: AtomicBool::new(false),
+            config_reloads: Default::default(),
+            config_last_reload_ok: AtomicI64::new(unix_now()),
         }
+    }
+
+    /// Counts one TLS handshake: completed (`ok`) with its version and group, or failed.
+    pub fn tls_handshake(&self, ok: bool, version: TlsVersion, group: TlsGroup) {
+        self.tls_handshakes[tls_index(ok, version, group)].fetch_add(1, Relaxed);
+    }
+
+    pub fn tls_handshakes(&self, ok: bool, version: TlsVersion, group: TlsGroup) -> u64 {
+        self.tls_handshakes[tls_index(ok, version, group)].load(Relaxed)
+    }
+
+    /// The serving certificate's notAfter, in Unix seconds; turns the TLS gauge on.
+    pub fn set_tls_cert_not_after(&self, unix_secs: i64) {
+        self.tls_cert_not_after.store(unix_secs, Relaxed);
+        self.tls_on.store(true, Relaxed);
+    }
+
+    /// Counts a configuration reload; a successful one also stamps the last-success time.
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads[usize::from(!ok)].fetch_add(1, Relaxed);
+        if ok {
+            self.config_last_reload_ok.store(unix_now(), Relaxed);
+        }
+    }
+
+    pub fn config_reloads(&self, ok: bool) -> u64 {
+        self.config_reloads[usize::from(!ok)].load(Relaxed)
     }
 
     /// The route id that stands for "no route matched".
@@ -494,6 +587,50 @@ impl Metrics {
         out.push_str("# TYPE micronode_storage_commit_batch_size histogram\n");
         self.commit_batch_size
             .render(&mut out, "micronode_storage_commit_batch_size", "");
+
+        out.push_str("# HELP micronode_tls_handshakes_total TLS handshakes, by result, protocol version and key-exchange group.\n");
+        out.push_str("# TYPE micronode_tls_handshakes_total counter\n");
+        for (r, result) in ["ok", "error"].iter().enumerate() {
+            for (v, version) in TLS_VERSIONS.iter().enumerate() {
+                for (g, group) in TLS_GROUPS.iter().enumerate() {
+                    let n = self.tls_handshakes
+                        [(r * TLS_VERSIONS.len() + v) * TLS_GROUPS.len() + g]
+                        .load(Relaxed);
+                    let _ = writeln!(
+                        out,
+                        "micronode_tls_handshakes_total{{group=\"{group}\",result=\"{result}\",version=\"{version}\"}} {n}"
+                    );
+                }
+            }
+        }
+        if self.tls_on.load(Relaxed) {
+            out.push_str("# HELP micronode_tls_cert_not_after_seconds Expiry (notAfter) of the serving certificate, Unix seconds.\n");
+            out.push_str("# TYPE micronode_tls_cert_not_after_seconds gauge\n");
+            let _ = writeln!(
+                out,
+                "micronode_tls_cert_not_after_seconds {}",
+                self.tls_cert_not_after.load(Relaxed)
+            );
+        }
+
+        out.push_str(
+            "# HELP micronode_config_reloads_total Configuration reloads (SIGHUP), by result.\n",
+        );
+        out.push_str("# TYPE micronode_config_reloads_total counter\n");
+        for (i, result) in ["ok", "error"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "micronode_config_reloads_total{{result=\"{result}\"}} {}",
+                self.config_reloads[i].load(Relaxed)
+            );
+        }
+        out.push_str("# HELP micronode_config_last_reload_success_timestamp_seconds When the configuration last loaded successfully (boot or reload), Unix seconds.\n");
+        out.push_str("# TYPE micronode_config_last_reload_success_timestamp_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "micronode_config_last_reload_success_timestamp_seconds {}",
+            self.config_last_reload_ok.load(Relaxed)
+        );
         out
     }
 }
@@ -540,9 +677,43 @@ mod tests {
             "micronode_request_latency_seconds_count{method=\"GET\",route=\"/healthz\"} 0",
             "micronode_kv_ops_total{op=\"list\"} 0",
             "micronode_storage_up 1",
+            "micronode_tls_handshakes_total{group=\"none\",result=\"error\",version=\"none\"} 0",
+            "micronode_tls_handshakes_total{group=\"X25519MLKEM768\",result=\"ok\",version=\"TLSv1_3\"} 0",
+            "micronode_config_reloads_total{result=\"error\"} 0",
         ] {
             assert!(text.contains(want), "missing {want}");
         }
+    }
+
+    /// Each handshake lands in its own series, and the certificate gauge shows once TLS is on.
+    #[test]
+    fn tls_and_reload_series_count_separately() {
+        let m = Metrics::new(&one_route());
+        assert!(
+            !m.render(&Gauges::default())
+                .contains("micronode_tls_cert_not_after_seconds")
+        );
+        m.tls_handshake(true, TlsVersion::Tls13, TlsGroup::X25519Mlkem768);
+        m.tls_handshake(true, TlsVersion::Tls12, TlsGroup::Secp384r1);
+        m.tls_handshake(false, TlsVersion::None, TlsGroup::None);
+        m.set_tls_cert_not_after(1_900_000_000);
+        m.config_reload(false);
+        let text = m.render(&Gauges::default());
+        for want in [
+            "micronode_tls_handshakes_total{group=\"X25519MLKEM768\",result=\"ok\",version=\"TLSv1_3\"} 1",
+            "micronode_tls_handshakes_total{group=\"secp384r1\",result=\"ok\",version=\"TLSv1_2\"} 1",
+            "micronode_tls_handshakes_total{group=\"none\",result=\"error\",version=\"none\"} 1",
+            "micronode_tls_handshakes_total{group=\"X25519\",result=\"ok\",version=\"TLSv1_3\"} 0",
+            "micronode_tls_cert_not_after_seconds 1900000000",
+            "micronode_config_reloads_total{result=\"ok\"} 0",
+            "micronode_config_reloads_total{result=\"error\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want}");
+        }
+        assert_eq!(
+            text.matches("micronode_tls_handshakes_total{").count(),
+            TLS_SERIES
+        );
     }
 
     #[test]

@@ -158,7 +158,7 @@ struct Connection<T> {
 impl<T: Transport> Connection<T> {
     /// Handshake, then HTTP until the connection ends or the watchdog closes it.
     async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
-        let mut info = ConnInfo { peer };
+        let mut info = ConnInfo { peer, tls: None };
         let mut stop = self.stop.clone();
         let io = tokio::select! {
             biased;

@@ -190,6 +190,28 @@ impl PathParams {
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: std::net::SocketAddr,
+    /// What the TLS handshake agreed; `None` on a plain TCP listener.
+    pub tls: Option<TlsInfo>,
+}
+
+/// The outcome of a connection's TLS handshake (docs/SECURITY.md).
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// `TLSv1_2` or `TLSv1_3`.
+    pub version: &'static str,
+    /// The key-exchange group, by rustls's name (`X25519MLKEM768`, `X25519`, …).
+    pub group: &'static str,
+    /// The client certificate, when the listener requires one (mTLS).
+    pub client: Option<std::sync::Arc<ClientIdentity>>,
+}
+
+/// Who a client certificate says the peer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate's subject, as `CN=…,O=…` (RFC 4514 order: last RDN first).
+    pub subject: String,
+    /// SHA-256 of the certificate's DER, lower-case hex.
+    pub sha256: String,
 }
 
 #[cfg(test)]

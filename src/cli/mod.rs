@@ -7,6 +7,7 @@
 //! - [`serve`] — `micronode [serve]`: the server (also what runs with no subcommand);
 //! - [`check_config`] — `micronode check-config` (alias `--check-config`);
 //! - [`completions`] — `micronode completions bash|zsh|fish`;
+//! - [`tls`] — `micronode tls dev-cert --out DIR`;
 //! - [`out`] — stdout that treats a closed pipe as success (`micronode --help | head`).
 //!
 //! # Adding a subcommand
@@ -18,7 +19,7 @@
 //!    `Some(Command::Kv(args)) => kv::run(args),` in [`Cli::run`].
 //!
 //! Nothing else changes: help, completions and the tests' `--help` listing follow the enum.
-//! Later commands planned this way: `kv`, `txn`, `snapshot`, `auth`, `audit`, `tls`.
+//! Later commands planned this way: `kv`, `txn`, `snapshot`, `auth`, `audit`.
 //!
 //! Exit codes: 0 success, 1 failure after the configuration was accepted (store, bind, final
 //! flush, or stdout), 2 configuration or command-line error.
@@ -27,6 +28,7 @@ mod check_config;
 mod completions;
 mod out;
 mod serve;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -67,6 +69,8 @@ enum Command {
     CheckConfig(ConfigArgs),
     /// Print a shell completion script to stdout.
     Completions(completions::Args),
+    /// TLS helpers: `tls dev-cert --out DIR` writes a self-signed development certificate.
+    Tls(tls::Args),
     /// Print the knob table of docs/CONFIG.md (generated from the knob declaration).
     #[command(hide = true)]
     ConfigDocs,
@@ -111,6 +115,7 @@ impl Cli {
             Some(Command::Serve(args)) => serve::run(args),
             Some(Command::CheckConfig(args)) => check_config::run(args),
             Some(Command::Completions(args)) => completions::run(args, Cli::command()),
+            Some(Command::Tls(args)) => tls::run(args),
             Some(Command::ConfigDocs) => out::print(micronode::config::docs_table()),
         }
     }

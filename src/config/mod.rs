@@ -29,6 +29,10 @@ pub use docs::{DOCS_BEGIN, DOCS_END, docs_table};
 pub use knob::Knob;
 use knob::{KnobEnum, KnobValue, knobs};
 
+/// Why a TLS certificate without its key (or a key without its certificate) is refused.
+const TLS_PAIR: &str =
+    "MICRONODE_TLS_CERT and MICRONODE_TLS_KEY (tls.cert, tls.key) must be set together, or neither";
+
 /// One day in milliseconds: the upper bound of most time knobs.
 const DAY_MS: u64 = 86_400_000;
 
@@ -173,6 +177,41 @@ knobs! {
         ready: bool = false, env "MICRONODE_DEV_READY";
     }
 
+    /// TLS on the listener (docs/SECURITY.md). Files are re-read on SIGHUP.
+    [tls] TlsCfg {
+        /// PEM certificate chain (leaf first); with `key`, turns TLS on. Empty = plain TCP.
+        /// Set both `cert` and `key`, or neither.
+        cert: PathBuf = PathBuf::new(), env "MICRONODE_TLS_CERT",
+            check |cfg, cert| {
+                if !cert.as_os_str().is_empty() && cfg.tls.key.as_os_str().is_empty() {
+                    return Err(TLS_PAIR.to_owned());
+                }
+                Ok(())
+            };
+        /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+        key: PathBuf = PathBuf::new(), env "MICRONODE_TLS_KEY",
+            check |cfg, key| {
+                if !key.as_os_str().is_empty() && cfg.tls.cert.as_os_str().is_empty() {
+                    return Err(TLS_PAIR.to_owned());
+                }
+                Ok(())
+            };
+        /// PEM CA certificate(s); when set, clients must present a certificate it signed.
+        /// Mutual TLS: a handshake without one, or with one from another CA, is refused.
+        client_ca: PathBuf = PathBuf::new(), env "MICRONODE_TLS_CLIENT_CA",
+            check |cfg, ca| {
+                if !ca.as_os_str().is_empty() && cfg.tls.cert.as_os_str().is_empty() {
+                    return Err("a client CA needs TLS on: set MICRONODE_TLS_CERT and \
+                                MICRONODE_TLS_KEY too".to_owned());
+                }
+                Ok(())
+            };
+        /// Post-quantum key exchange: `off`, `preferred` or `required`.
+        /// `off`: X25519, P-256, P-384. `preferred`: the X25519MLKEM768 hybrid when the client
+        /// offers it, else those. `required`: the hybrid only, TLS 1.3 only.
+        pq: PqMode = PqMode::Preferred, env "MICRONODE_TLS_PQ";
+    }
+
     /// Logging to stderr.
     [log] LogCfg {
         /// Log line format on stderr: `text` (coloured only on a terminal) or `json`.
@@ -184,6 +223,29 @@ knobs! {
                     .map(drop)
                     .map_err(|e| e.to_string())
             };
+    }
+}
+
+/// Which key exchanges TLS offers (docs/SECURITY.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PqMode {
+    /// Classical groups only.
+    Off,
+    /// The X25519MLKEM768 hybrid first, classical groups after it.
+    Preferred,
+    /// The hybrid only; TLS 1.3 only.
+    Required,
+}
+
+impl KnobEnum for PqMode {
+    const ALL: &'static [Self] = &[Self::Off, Self::Preferred, Self::Required];
+}
+
+impl TlsCfg {
+    /// Whether the listener speaks TLS.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
     }
 }
 
@@ -533,6 +595,10 @@ mod tests {
                 "MICRONODE_LOG_FORMAT",
                 LogFormat::ALL.iter().map(KnobValue::render).collect(),
             ),
+            (
+                "MICRONODE_TLS_PQ",
+                PqMode::ALL.iter().map(KnobValue::render).collect(),
+            ),
         ] {
             for name in &names {
                 load(None, &[(var, name)]).unwrap_or_else(|e| panic!("{var}={name}: {e}"));
@@ -597,6 +663,34 @@ mod tests {
         }
     }
 
+    /// TLS certificate and key come together; a client CA needs them; both named on error.
+    #[test]
+    fn tls_cert_and_key_come_together() {
+        let c = load(None, &[]).expect("defaults");
+        assert!(!c.tls.enabled());
+        assert_eq!(c.tls.pq, PqMode::Preferred);
+        let c = load(
+            None,
+            &[
+                ("MICRONODE_TLS_CERT", "c.pem"),
+                ("MICRONODE_TLS_KEY", "k.pem"),
+            ],
+        )
+        .expect("both");
+        assert!(c.tls.enabled());
+        for one in ["MICRONODE_TLS_CERT", "MICRONODE_TLS_KEY"] {
+            let err = load(None, &[(one, "x.pem")]).expect_err(one).to_string();
+            assert!(
+                err.contains("MICRONODE_TLS_CERT") && err.contains("MICRONODE_TLS_KEY"),
+                "{err}"
+            );
+        }
+        let err = load(None, &[("MICRONODE_TLS_CLIENT_CA", "ca.pem")]).expect_err("ca alone");
+        assert!(err.to_string().contains("MICRONODE_TLS_CLIENT_CA"), "{err}");
+        let err = load(Some("[tls]\ncert = \"c.pem\"\n"), &[]).expect_err("toml cert alone");
+        assert!(err.to_string().contains("tls.cert"), "{err}");
+    }
+
     /// The storage path matters only to sled.
     #[test]
     fn storage_path_is_checked_only_for_sled() {
@@ -642,7 +736,7 @@ mod proptests {
         /// Section-shaped TOML with plausible keys and junk values.
         #[test]
         fn toml_sections_with_junk_values(
-            section in prop::sample::select(vec!["server", "limits", "rate_limit", "storage", "ready", "dev", "log"]),
+            section in prop::sample::select(vec!["server", "limits", "rate_limit", "storage", "ready", "dev", "tls", "log"]),
             key in "[a-z_]{1,30}",
             value in prop::sample::select(vec!["0", "-1", "1e99", "\"x\"", "true", "[]", "{}", "18446744073709551616", "\"127.0.0.1:0\""]),
         ) {
