@@ -407,6 +407,9 @@ impl SledStore {
         }
         self.files.announced.fetch_max(revision, Ordering::AcqRel);
         if let Err(e) = self.apply_items(items) {
+            // Nothing of the step was applied, but it was announced: mark it applied so readers
+            // waiting for it are released by the next flush instead of waiting for a later write.
+            self.files.applied.fetch_max(revision, Ordering::AcqRel);
             let e = from_sled("store write failed", e);
             if e.kind() == ErrorKind::DiskFull {
                 self.files.up.store(false, Ordering::Release);
@@ -414,7 +417,7 @@ impl SledStore {
             return Err(e);
         }
         w.last = revision;
-        self.files.applied.store(revision, Ordering::Release);
+        self.files.applied.fetch_max(revision, Ordering::AcqRel);
         Ok((written, true))
     }
 }
