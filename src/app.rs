@@ -2,7 +2,7 @@
 //! the store. Built once at boot; every request borrows it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -42,6 +42,8 @@ pub struct App {
     pub version_body: Bytes,
     /// Service-time histograms for `/dev/latency`; `None` unless `MICRONODE_DEV_METRICS=1`.
     pub service_times: Option<ServiceTimes>,
+    /// Long-lived answers (watch streams, snapshots): counted, and told when to stop.
+    pub streams: Arc<Streams>,
     request_ids: RequestIds,
 }
 
@@ -79,6 +81,7 @@ impl App {
         ));
         App {
             service_times,
+            streams: Arc::new(Streams::new(cfg.watch.max_watchers)),
             budgets: [
                 InflightBudget::new(cfg.ready.max_inflight),
                 InflightBudget::new(cfg.limits.kv_max_inflight),
@@ -133,7 +136,61 @@ impl App {
             ready_queue_saturated: self.budgets.iter().any(InflightBudget::is_full),
             rate_limit_tarpit: self.tarpit.current(),
             probes: [0, 1, 2, 3].map(|i| (PROBES[i], probes[i])),
+            watchers: self.streams.watchers(),
+            store_revision: self.store.revision(),
         }
+    }
+}
+
+/// The open watch streams and the stop signal every long-lived answer listens to.
+#[derive(Debug)]
+pub struct Streams {
+    watchers: AtomicUsize,
+    max_watchers: usize,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// One open watch stream's slot; given back when dropped.
+#[derive(Debug)]
+pub struct WatcherSlot(Arc<Streams>);
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Streams {
+    pub fn new(max_watchers: usize) -> Streams {
+        Streams {
+            watchers: AtomicUsize::new(0),
+            max_watchers,
+            stop: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// A watcher slot, or `None` when `MICRONODE_MAX_WATCHERS` are open.
+    pub fn try_watch(self: &Arc<Self>) -> Option<WatcherSlot> {
+        self.watchers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_watchers).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WatcherSlot(Arc::clone(self)))
+    }
+
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(Ordering::Acquire)
+    }
+
+    /// Tells every stream to end (shutdown).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when streams must end.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 }
 

@@ -7,6 +7,7 @@ use http::header::{ALLOW, CONNECTION, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 
 use crate::response::{self, Resp};
+use crate::wire::{MICRONODE_OLDEST_REVISION, MICRONODE_REVISION};
 
 /// Declares the code table: each code once, with its wire name, status, whether a client may
 /// retry, and so its `micronode_rejections_total{reason}` label. [`Code`], [`Code::ALL`], the
@@ -141,6 +142,17 @@ pub enum ApiError {
     HeaderTooLarge {
         limit: usize,
     },
+    /// A watch resume point older than the retained history; `oldest` is the smallest
+    /// resume point still served (`Micronode-Oldest-Revision`).
+    Compacted {
+        oldest: u64,
+    },
+    /// An error that also names the store revision it reflects (`Micronode-Revision`): a 404
+    /// or 412 from the store.
+    At {
+        error: Box<ApiError>,
+        revision: u64,
+    },
 }
 
 impl ApiError {
@@ -166,6 +178,8 @@ impl ApiError {
             ApiError::QuotaStorage => Code::QuotaStorage,
             ApiError::UriTooLong { .. } => Code::UriTooLong,
             ApiError::HeaderTooLarge { .. } => Code::HeaderTooLarge,
+            ApiError::Compacted { .. } => Code::Compacted,
+            ApiError::At { error, .. } => error.code(),
         }
     }
 
@@ -211,6 +225,14 @@ impl ApiError {
                 let _ = write!(out, "header fields exceed {limit} bytes");
                 return;
             }
+            ApiError::Compacted { oldest } => {
+                let _ = write!(
+                    out,
+                    "history before revision {oldest} is no longer kept; list, then watch from the list's revision"
+                );
+                return;
+            }
+            ApiError::At { error, .. } => return error.write_message(out),
         };
         out.push_str(msg);
     }
@@ -218,6 +240,12 @@ impl ApiError {
     /// The error envelope response. `request_id` is already validated to `[A-Za-z0-9._-]`, so
     /// it needs no JSON escaping; messages are our own ASCII text without quotes.
     pub fn into_response(self, request_id: &HeaderValue) -> Resp {
+        if let ApiError::At { error, revision } = self {
+            let mut resp = error.into_response(request_id);
+            resp.headers_mut()
+                .insert(MICRONODE_REVISION, HeaderValue::from(revision));
+            return resp;
+        }
         let code = self.code();
         let mut body = String::with_capacity(160);
         body.push_str("{\"code\":\"");
@@ -245,6 +273,9 @@ impl ApiError {
             // and reading it to the end would defeat the cap: close the connection.
             ApiError::LengthRequired | ApiError::BodyCap { .. } | ApiError::BodyTimeout => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::Compacted { oldest } => {
+                headers.insert(MICRONODE_OLDEST_REVISION, HeaderValue::from(oldest));
             }
             _ => {}
         }

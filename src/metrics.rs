@@ -205,9 +205,11 @@ pub enum KvOp {
     Get = 1,
     Del = 2,
     List = 3,
+    Txn = 4,
+    Watch = 5,
 }
 
-const KV_OPS: [&str; 4] = ["put", "get", "del", "list"];
+const KV_OPS: [&str; 6] = ["put", "get", "del", "list", "txn", "watch"];
 
 /// TLS protocol versions labelled by `micronode_tls_handshakes_total{version}`; `None` when
 /// the handshake failed before one was agreed.
@@ -269,7 +271,22 @@ pub struct Gauges {
     pub ready_queue_saturated: bool,
     pub rate_limit_tarpit: usize,
     pub probes: [(&'static str, bool); 4],
+    /// Open watch streams.
+    pub watchers: usize,
+    /// The newest revision answers may show.
+    pub store_revision: u64,
 }
+
+/// `micronode_watch_events_total{event}` labels, in index order.
+pub(crate) const WATCH_EVENTS: [&str; 3] = ["put", "delete", "expire"];
+/// `micronode_txn_total{result}` labels, in index order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnResult {
+    Succeeded = 0,
+    Failed = 1,
+    Invalid = 2,
+}
+const TXN_RESULTS: [&str; 3] = ["succeeded", "failed", "invalid"];
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -282,7 +299,7 @@ pub struct Metrics {
     /// Which request series are shown even at 0.
     prewarmed: Box<[bool]>,
     rejections: Box<[AtomicU64]>,
-    kv_ops: [AtomicU64; 4],
+    kv_ops: [AtomicU64; 6],
     kv_bytes_in: AtomicU64,
     kv_bytes_out: AtomicU64,
     handler_panics: AtomicU64,
@@ -298,6 +315,10 @@ pub struct Metrics {
     config_reloads: [AtomicU64; 2],
     /// Unix seconds of the last successful (re)load; the boot load counts.
     config_last_reload_ok: AtomicI64,
+    watch_events: [AtomicU64; 3],
+    watch_overflows: AtomicU64,
+    kv_expired: AtomicU64,
+    txns: [AtomicU64; 3],
 }
 
 fn req_index(route: RouteId, verb: Verb, status_slot: usize) -> usize {
@@ -354,7 +375,31 @@ impl Metrics {
             tls_on: AtomicBool::new(false),
             config_reloads: Default::default(),
             config_last_reload_ok: AtomicI64::new(unix_now()),
+            watch_events: Default::default(),
+            watch_overflows: AtomicU64::new(0),
+            kv_expired: AtomicU64::new(0),
+            txns: Default::default(),
         }
+    }
+
+    /// Counts events sent to watchers, by [`WATCH_EVENTS`] index.
+    pub fn watch_events(&self, event: usize, n: u64) {
+        if let Some(c) = self.watch_events.get(event) {
+            c.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn watch_overflow(&self) {
+        self.watch_overflows.fetch_add(1, Relaxed);
+    }
+
+    /// Counts keys the sweeper removed.
+    pub fn kv_expired(&self, n: u64) {
+        self.kv_expired.fetch_add(n, Relaxed);
+    }
+
+    pub fn txn(&self, result: TxnResult) {
+        self.txns[result as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts one TLS handshake: completed (`ok`) with its version and group, or failed.
@@ -575,6 +620,41 @@ impl Metrics {
             out,
             "micronode_storage_up {}",
             u8::from(self.storage_up.load(Relaxed))
+        );
+
+        out.push_str(
+            "# HELP micronode_store_revision The newest store revision answers may show.\n",
+        );
+        out.push_str("# TYPE micronode_store_revision gauge\n");
+        let _ = writeln!(out, "micronode_store_revision {}", gauges.store_revision);
+        out.push_str("# HELP micronode_kv_expired_total Keys removed by the TTL sweeper.\n");
+        out.push_str("# TYPE micronode_kv_expired_total counter\n");
+        let _ = writeln!(
+            out,
+            "micronode_kv_expired_total {}",
+            self.kv_expired.load(Relaxed)
+        );
+        out.push_str("# HELP micronode_txn_total Transactions, by result.\n");
+        out.push_str("# TYPE micronode_txn_total counter\n");
+        for (i, result) in TXN_RESULTS.iter().enumerate() {
+            let n = self.txns[i].load(Relaxed);
+            let _ = writeln!(out, "micronode_txn_total{{result=\"{result}\"}} {n}");
+        }
+        out.push_str("# HELP micronode_watchers_current Open watch streams.\n");
+        out.push_str("# TYPE micronode_watchers_current gauge\n");
+        let _ = writeln!(out, "micronode_watchers_current {}", gauges.watchers);
+        out.push_str("# HELP micronode_watch_events_total Events sent to watchers, by event.\n");
+        out.push_str("# TYPE micronode_watch_events_total counter\n");
+        for (i, event) in WATCH_EVENTS.iter().enumerate() {
+            let n = self.watch_events[i].load(Relaxed);
+            let _ = writeln!(out, "micronode_watch_events_total{{event=\"{event}\"}} {n}");
+        }
+        out.push_str("# HELP micronode_watch_overflows_total Watch streams ended because the watcher fell behind.\n");
+        out.push_str("# TYPE micronode_watch_overflows_total counter\n");
+        let _ = writeln!(
+            out,
+            "micronode_watch_overflows_total {}",
+            self.watch_overflows.load(Relaxed)
         );
 
         out.push_str("# HELP micronode_storage_flush_seconds Time of one store flush + fsync.\n");

@@ -108,8 +108,14 @@ pub(crate) fn empty(status: StatusCode) -> Resp {
 /// Turns a GET response into its HEAD twin: same headers, the length kept, no body.
 pub(crate) fn strip_body_for_head(resp: Resp) -> Resp {
     let (mut parts, body) = resp.into_parts();
-    let len = http_body::Body::size_hint(&body).exact().unwrap_or(0);
-    if len > 0 && !parts.headers.contains_key(CONTENT_LENGTH) {
+    let len = http_body::Body::size_hint(&body).exact();
+    // A GET of an empty value says `Content-Length: 0`; so does its HEAD. 204 and 304 carry
+    // no length.
+    let bodyless = matches!(parts.status.as_u16(), 204 | 304) || parts.status.is_informational();
+    if let Some(len) = len
+        && !bodyless
+        && !parts.headers.contains_key(CONTENT_LENGTH)
+    {
         parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
     Response::from_parts(parts, Body::full(Bytes::new()))

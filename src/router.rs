@@ -36,6 +36,8 @@ pub(crate) struct Endpoint {
     pub verb: Verb,
     pub handler: Handler,
     pub guards: GuardSpec,
+    /// The query parameters it accepts; any other is 400 before the handler runs.
+    pub query: &'static [&'static str],
 }
 
 /// One route template.
@@ -51,6 +53,17 @@ const fn ep(verb: Verb, handler: Handler, guards: GuardSpec) -> Endpoint {
         verb,
         handler,
         guards,
+        query: &[],
+    }
+}
+
+impl Endpoint {
+    /// The same endpoint accepting these query parameters.
+    const fn query(self, names: &'static [&'static str]) -> Endpoint {
+        Endpoint {
+            query: names,
+            ..self
+        }
     }
 }
 
@@ -65,10 +78,13 @@ pub(crate) static ROUTES: &[Route] = &[
     Route { template: "/v1/ping", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetPing, GuardSpec::FEATURE)] },
     Route { template: "/v1/kv/{bucket}/{*key}", plane: Plane::Feature, endpoints: &[
         ep(Verb::Get, Handler::GetKv, GuardSpec::KV_READ),
-        ep(Verb::Put, Handler::PutKv, GuardSpec::KV_WRITE),
+        ep(Verb::Put, Handler::PutKv, GuardSpec::KV_WRITE).query(&["ttl"]),
         ep(Verb::Delete, Handler::DeleteKv, GuardSpec::KV_WRITE),
     ] },
-    Route { template: "/v1/kv/{bucket}", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::ListKv, GuardSpec::KV_READ)] },
+    Route { template: "/v1/kv/{bucket}", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::ListKv, GuardSpec::KV_READ).query(&["prefix", "limit", "after", "values"])] },
+    Route { template: "/v1/watch/{bucket}", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetWatch, GuardSpec::WATCH).query(&["prefix", "since", "values"])] },
+    Route { template: "/v1/txn", plane: Plane::Feature, endpoints: &[ep(Verb::Post, Handler::PostTxn, GuardSpec::KV_WRITE)] },
+    Route { template: "/v1/admin/snapshot", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetSnapshot, GuardSpec::SNAPSHOT)] },
     Route { template: "/dev/echo", plane: Plane::Dev, endpoints: &[ep(Verb::Post, Handler::PostEcho, GuardSpec::DEV_BUDGETED)] },
     Route { template: "/dev/rl", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetRl, GuardSpec::DEV_RL)] },
     Route { template: "/dev/panic", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetPanic, GuardSpec::DEV_BUDGETED)] },

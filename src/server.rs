@@ -90,6 +90,11 @@ pub async fn run_with<T: Transport>(
         idle: cfg.idle_timeout(),
     };
     app.ready.set(Probe::ListenersBound, true);
+    tokio::spawn(crate::store::ttl::sweeper(
+        Arc::clone(&app.store),
+        Arc::clone(&app.metrics),
+        app.streams.stopping(),
+    ));
 
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
@@ -134,6 +139,8 @@ pub async fn run_with<T: Transport>(
     }
 
     app.ready.start_draining();
+    // Watch streams end cleanly now rather than being cut at the end of the grace time.
+    app.streams.stop();
     drop(listener);
     tracing::info!("draining: listener closed, waiting for in-flight requests");
     let _ = stop_tx.send(true);

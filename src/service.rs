@@ -24,7 +24,7 @@ use crate::guards::{BodyPlan, Bound, Bucket, check_head};
 use crate::handlers::{self, Cx, Detached, Step};
 use crate::response::{self, Resp};
 use crate::router::{Endpoint, Plane, ROUTES, RouteId, Router, UNMATCHED};
-use crate::wire::{ConnInfo, PathParams, RequestBody, Verb, X_REQUEST_ID};
+use crate::wire::{ConnInfo, PathParams, Query, RequestBody, Verb, X_REQUEST_ID};
 
 /// The answer to one request: ready now (the fast path — no future, no allocation beyond the
 /// response), or a boxed future for the endpoints that have to wait (a body, a commit, a
@@ -298,6 +298,10 @@ fn admit<'a>(
     body: RequestBody,
 ) -> Result<(Cx<'a>, Option<Permit<'a>>), ApiError> {
     let guards = m.ep.guards;
+    let query = match m.head.uri.query() {
+        Some(raw) => Query::parse(raw, m.ep.query).map_err(ApiError::BadRequest)?,
+        None => Query::default(),
+    };
     let plan = if guards.edge {
         check_head(m.verb, &m.head.headers, app.head_limits)?
     } else {
@@ -316,6 +320,7 @@ fn admit<'a>(
         head: m.head,
         params: m.params,
         request_id: m.request_id,
+        query,
         plan,
         body,
     };

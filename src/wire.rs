@@ -130,6 +130,14 @@ impl Body for RequestBody {
 /// Most parameters any route template has (`/v1/kv/{bucket}/{*key}`).
 const MAX_PARAMS: usize = 2;
 
+/// The store revision an answer reflects (every KV answer, list page, transaction, watch).
+pub const MICRONODE_REVISION: HeaderName = HeaderName::from_static("micronode-revision");
+/// Unix seconds at which a key with a TTL expires.
+pub const MICRONODE_EXPIRES_AT: HeaderName = HeaderName::from_static("micronode-expires-at");
+/// On a 410 `compacted`: the smallest watch resume point still served.
+pub const MICRONODE_OLDEST_REVISION: HeaderName =
+    HeaderName::from_static("micronode-oldest-revision");
+
 /// The path parameters of a matched route, kept as byte ranges of the request path: `Copy`,
 /// no allocation, and — unlike the router's borrowed match — still usable by a handler that
 /// runs later in a boxed future that owns the request.
@@ -230,5 +238,110 @@ mod tests {
         assert_eq!(p.get(path, "key"), Some("a/b%20c"));
         assert_eq!(p.get(path, "nope"), None);
         assert_eq!(PathParams::NONE.get(path, "bucket"), None);
+    }
+}
+
+/// A request's query string, parsed as `application/x-www-form-urlencoded` the way browsers,
+/// `requests`, `httpx` and `URLSearchParams` write it: `+` is a space, `%XX` is decoded
+/// strictly and must give UTF-8. Only the parameters a route declares are accepted; an
+/// unknown, repeated or malformed one is an error, so a client's `?cas=0` never turns into an
+/// unconditional write. Empty when the request had no query (no allocation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query(Vec<(&'static str, String)>);
+
+impl Query {
+    /// Parses `raw` (without the `?`) against the route's accepted names.
+    pub fn parse(raw: &str, accepted: &[&'static str]) -> Result<Query, &'static str> {
+        let mut out = Vec::new();
+        for pair in raw.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = form_decode(name).ok_or("malformed query string")?;
+            let Some(&known) = accepted.iter().find(|a| **a == name) else {
+                return Err(if accepted.is_empty() {
+                    "this route takes no query parameters"
+                } else {
+                    "unknown query parameter"
+                });
+            };
+            if out.iter().any(|(n, _)| *n == known) {
+                return Err("repeated query parameter");
+            }
+            let value = form_decode(value).ok_or("malformed query string")?;
+            out.push((known, value));
+        }
+        Ok(Query(out))
+    }
+
+    /// The decoded value of `name`, if the request gave it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Form decoding: `+` → space, `%XX` strictly (two hex digits), UTF-8 result.
+pub fn form_decode(raw: &str) -> Option<String> {
+    let b = raw.as_bytes();
+    if !b.iter().any(|&c| c == b'%' || c == b'+') {
+        return Some(raw.to_owned());
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hi = (*b.get(i + 1)? as char).to_digit(16)?;
+                let lo = (*b.get(i + 2)? as char).to_digit(16)?;
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn plus_is_a_space_and_percent_is_strict() {
+        let q = Query::parse("prefix=a+b%2Bc&limit=2", &["prefix", "limit"]);
+        assert_eq!(q.as_ref().ok().and_then(|q| q.get("prefix")), Some("a b+c"));
+        assert_eq!(q.as_ref().ok().and_then(|q| q.get("limit")), Some("2"));
+        for bad in ["prefix=%zz", "prefix=%4", "prefix=%FF", "%zz=1"] {
+            assert!(Query::parse(bad, &["prefix"]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_repeated_parameters_are_refused() {
+        assert_eq!(
+            Query::parse("cas=0", &["ttl"]),
+            Err("unknown query parameter")
+        );
+        assert_eq!(
+            Query::parse("x", &[]),
+            Err("this route takes no query parameters")
+        );
+        assert_eq!(
+            Query::parse("ttl=1&ttl=2", &["ttl"]),
+            Err("repeated query parameter")
+        );
+        assert_eq!(Query::parse("&&", &[]), Ok(Query::default()));
+        assert_eq!(
+            Query::parse("tt%6C=5", &["ttl"]).map(|q| q.get("ttl").map(str::to_owned)),
+            Ok(Some("5".to_owned()))
+        );
     }
 }

@@ -212,6 +212,28 @@ knobs! {
         pq: PqMode = PqMode::Preferred, env "MICRONODE_TLS_PQ";
     }
 
+    /// The change feed, `GET /v1/watch/{bucket}` (docs/API.md, "Watch").
+    [watch] WatchCfg {
+        /// Events kept in memory for resuming watchers.
+        /// A resume point (`since`, `Last-Event-ID`) older than the oldest kept event is 410
+        /// `compacted`. Values count against a 64 MiB bound as well.
+        history: usize = 100_000, env "MICRONODE_WATCH_HISTORY", range 1..=10_000_000;
+        /// A `: keep-alive` comment line on an idle stream every this many milliseconds.
+        keepalive_ms: u64 = 15_000, env "MICRONODE_WATCH_KEEPALIVE_MS", range 100..=DAY_MS;
+        /// Events a watcher may fall behind by.
+        /// Past it the stream gets `event: overflow` with the revision to resume from, and
+        /// ends.
+        buffer: usize = 1_024, env "MICRONODE_WATCH_BUFFER", range 1..=1_000_000;
+        /// Open watch streams on this node; past it a new watch is 429 `concurrency`.
+        max_watchers: usize = 10_000, env "MICRONODE_MAX_WATCHERS", range 1..=1_000_000;
+    }
+
+    /// Transactions, `POST /v1/txn` (docs/API.md, "Transactions").
+    [txn] TxnCfg {
+        /// Compares plus ops of both branches of one transaction; more is 400.
+        max_ops: usize = 64, env "MICRONODE_TXN_MAX_OPS", range 1..=64;
+    }
+
     /// Logging to stderr.
     [log] LogCfg {
         /// Log line format on stderr: `text` (coloured only on a terminal) or `json`.

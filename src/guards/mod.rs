@@ -91,6 +91,19 @@ impl GuardSpec {
         budget: Some(BudgetId::KvWrite),
         ..GuardSpec::KV_READ
     };
+    /// Watch streams: a KV read without the time bound (a stream lives until the client
+    /// leaves, the server stops or the watcher falls behind); the watcher limit is the
+    /// handler's.
+    pub const WATCH: GuardSpec = GuardSpec {
+        timeout: None,
+        ..GuardSpec::KV_READ
+    };
+    /// Snapshots: a KV read whose stream outlives any request time bound; one at a time per
+    /// write budget slot is not needed, the stream is bounded in memory.
+    pub const SNAPSHOT: GuardSpec = GuardSpec {
+        timeout: None,
+        ..GuardSpec::KV_READ
+    };
     /// `/dev/echo` and `/dev/panic`: one small fixed budget for both.
     pub const DEV_BUDGETED: GuardSpec = GuardSpec {
         budget: Some(BudgetId::Dev),

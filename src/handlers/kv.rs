@@ -1,6 +1,7 @@
-//! KV v1: `PUT / GET / HEAD / DELETE /v1/kv/{bucket}/{*key}` and
-//! `GET /v1/kv/{bucket}?prefix=&limit=&after=`. The engine-neutral limits (bucket, key,
-//! content type) are checked here, once, and answered 400; engines only store.
+//! KV: `PUT / GET / HEAD / DELETE /v1/kv/{bucket}/{*key}` and
+//! `GET /v1/kv/{bucket}?prefix=&limit=&after=&values=`. The engine-neutral limits (bucket,
+//! key, content type) are checked here, once, and answered 400; engines only store. Entity
+//! tags, conditions and TTLs are parsed here for the transaction handler too.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -12,7 +13,13 @@ use super::{Cx, Step};
 use crate::error::ApiError;
 use crate::metrics::{KvOp, Metrics};
 use crate::response::{self, OCTET_STREAM, Resp};
-use crate::store::{Cond, ErrorKind, IfMatch, Page, PutOutcome, Record, StoreError};
+use crate::store::{
+    Cond, ErrorKind, IfMatch, ListOpts, Page, PutOutcome, Read, Record, Storage, StoreError,
+};
+use crate::wire::{MICRONODE_EXPIRES_AT, MICRONODE_REVISION, Query};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 pub const MAX_KEY_BYTES: usize = crate::store::MAX_KEY_BYTES;
 pub const MAX_BUCKET_CHARS: usize = crate::store::MAX_BUCKET_BYTES;
@@ -58,6 +65,12 @@ pub fn percent_decode(raw: &str) -> Option<String> {
 /// way out of its bucket. `%2F` decodes to `/`, the same key as a literal slash.
 pub fn decode_key(raw: &str) -> Result<String, ApiError> {
     let key = percent_decode(raw).ok_or(ApiError::BadRequest("invalid key encoding"))?;
+    check_key(&key)?;
+    Ok(key)
+}
+
+/// The key rules on an already decoded key (a transaction's keys come decoded, in JSON).
+pub fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(ApiError::BadRequest("key must be 1 to 1024 bytes"));
     }
@@ -71,7 +84,7 @@ pub fn decode_key(raw: &str) -> Result<String, ApiError> {
             "key segments must not be empty, . or ..",
         ));
     }
-    Ok(key)
+    Ok(())
 }
 
 fn bucket_and_key<'a>(cx: &Cx<'a>) -> Result<(&'a str, String), ApiError> {
@@ -82,16 +95,40 @@ fn bucket_and_key<'a>(cx: &Cx<'a>) -> Result<(&'a str, String), ApiError> {
     Ok((bucket, decode_key(cx.param("key"))?))
 }
 
-/// `"<hex version>"`, a strong validator.
-fn etag(version: u64) -> HeaderValue {
-    let mut s = String::with_capacity(18);
-    let _ = write!(s, "\"{version:x}\"");
-    HeaderValue::from_str(&s).expect("quoted hex digits are a valid header value")
+/// `"<R>"`: the decimal revision of the key's last write, a strong validator.
+pub fn etag(revision: u64) -> HeaderValue {
+    let mut s = String::with_capacity(22);
+    let _ = write!(s, "\"{revision}\"");
+    HeaderValue::from_str(&s).expect("quoted digits are a valid header value")
 }
 
-/// Parses an `If-Match` / `If-None-Match` header: `*` or a list of entity tags. Weak tags
-/// (`W/"…"`) and tags we did not mint are kept out, so they never match (strong comparison).
-fn parse_tags(headers: &HeaderMap, name: HeaderName) -> Result<Option<IfMatch>, ApiError> {
+/// The revision an entity tag names, when it is exactly one we mint (`"<R>"`, canonical
+/// decimal): `"000c"`, `"+12"` or `"012"` name none.
+pub fn tag_revision(inner: &str) -> Option<u64> {
+    let canonical = !inner.is_empty()
+        && inner.bytes().all(|b| b.is_ascii_digit())
+        && (inner == "0" || !inner.starts_with('0'));
+    canonical.then(|| inner.parse().ok()).flatten()
+}
+
+/// How entity tags are compared (RFC 9110, 8.8.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// `If-Match`: weak tags never match.
+    Strong,
+    /// `If-None-Match`: `W/"12"` matches `"12"`.
+    Weak,
+}
+
+/// Parses an `If-Match` / `If-None-Match` header: `*` or a list of entity tags. Tags that
+/// cannot match under the comparison (weak ones under strong comparison, tags we never mint)
+/// are dropped, so a list of only those never matches. A value that is not a list of entity
+/// tags is 400.
+pub fn parse_tags(
+    headers: &HeaderMap,
+    name: HeaderName,
+    comparison: Comparison,
+) -> Result<Option<IfMatch>, ApiError> {
     let mut values = headers.get_all(&name).iter().peekable();
     if values.peek().is_none() {
         return Ok(None);
@@ -105,31 +142,39 @@ fn parse_tags(headers: &HeaderMap, name: HeaderName) -> Result<Option<IfMatch>, 
             if tag == "*" {
                 return Ok(Some(IfMatch::Any));
             }
-            if tag.starts_with("W/") {
-                continue;
-            }
-            let inner = tag
+            let (weak, opaque) = match tag.strip_prefix("W/") {
+                Some(rest) => (true, rest),
+                None => (false, tag),
+            };
+            let inner = opaque
                 .strip_prefix('"')
                 .and_then(|t| t.strip_suffix('"'))
-                .ok_or(ApiError::BadRequest("invalid entity tag"))?;
-            if let Ok(v) = u64::from_str_radix(inner, 16) {
-                versions.push(v);
+                .filter(|t| !t.contains('"'))
+                .ok_or(ApiError::BadRequest(
+                    "invalid entity tag: expected \"<revision>\" or *",
+                ))?;
+            if weak && comparison == Comparison::Strong {
+                continue;
+            }
+            if let Some(r) = tag_revision(inner) {
+                versions.push(r);
             }
         }
     }
     Ok(Some(IfMatch::Versions(versions)))
 }
 
-fn write_cond(headers: &HeaderMap) -> Result<Cond, ApiError> {
+/// The conditions of a PUT or DELETE: `If-Match` compared strongly, `If-None-Match` weakly.
+pub fn write_cond(headers: &HeaderMap) -> Result<Cond, ApiError> {
     Ok(Cond {
-        if_match: parse_tags(headers, IF_MATCH)?,
-        if_none_match: parse_tags(headers, IF_NONE_MATCH)?,
+        if_match: parse_tags(headers, IF_MATCH, Comparison::Strong)?,
+        if_none_match: parse_tags(headers, IF_NONE_MATCH, Comparison::Weak)?,
     })
 }
 
 /// The one mapping from a store error to an answer. Engine failures are logged with the
 /// request id and their cause.
-fn store_error(request_id: &HeaderValue, e: StoreError) -> ApiError {
+pub fn store_error(request_id: &HeaderValue, e: StoreError) -> ApiError {
     match e.kind() {
         ErrorKind::Precondition => ApiError::PreconditionFailed,
         ErrorKind::NotFound => ApiError::NotFound,
@@ -145,9 +190,26 @@ fn store_error(request_id: &HeaderValue, e: StoreError) -> ApiError {
     }
 }
 
+/// A 404 or 412 from the store names the revision the store had reached (the state it was
+/// judged on is no older).
+fn store_error_at(request_id: &HeaderValue, e: StoreError, store: &dyn Storage) -> ApiError {
+    match store_error(request_id, e) {
+        error @ (ApiError::NotFound | ApiError::PreconditionFailed) => ApiError::At {
+            error: Box::new(error),
+            revision: store.revision(),
+        },
+        other => other,
+    }
+}
+
 /// Whether KV reads may wait for the engine (and so run as futures).
 pub fn reads_wait(app: &crate::app::App) -> bool {
     app.store.reads_wait()
+}
+
+fn revision_header(resp: &mut Resp, revision: u64) {
+    resp.headers_mut()
+        .insert(MICRONODE_REVISION, HeaderValue::from(revision));
 }
 
 // GET /v1/kv/{bucket}/{*key}  (HEAD is the same without a body)
@@ -177,81 +239,131 @@ pub fn get_kv(cx: Cx<'_>) -> Step<'_> {
 
 /// What a GET's answer depends on besides the record, taken from the request head up front.
 struct GetShape {
+    if_match: Option<IfMatch>,
     if_none_match: Option<IfMatch>,
     head: bool,
 }
 
 impl GetShape {
     fn of(cx: &Cx<'_>) -> Result<GetShape, ApiError> {
+        let headers = &cx.head.headers;
         Ok(GetShape {
-            if_none_match: parse_tags(&cx.head.headers, IF_NONE_MATCH)?,
+            if_match: parse_tags(headers, IF_MATCH, Comparison::Strong)?,
+            if_none_match: parse_tags(headers, IF_NONE_MATCH, Comparison::Weak)?,
             head: cx.head.method == http::Method::HEAD,
         })
     }
 
+    /// RFC 9110, 13.2.2: a missing key is 404 whatever the conditions; then `If-Match`
+    /// (false → 412), then `If-None-Match` (a match → 304).
     fn answer(
         &self,
         metrics: &Metrics,
         request_id: &HeaderValue,
-        found: Result<Option<Record>, StoreError>,
+        found: Result<Read, StoreError>,
     ) -> Result<Resp, ApiError> {
-        let record = found
-            .map_err(|e| store_error(request_id, e))?
-            .ok_or(ApiError::NotFound)?;
-        let tag = etag(record.revision);
-        let matched = match &self.if_none_match {
-            None => false,
-            Some(IfMatch::Any) => true,
-            Some(IfMatch::Versions(vs)) => vs.contains(&record.revision),
+        let read = found.map_err(|e| store_error(request_id, e))?;
+        let Some(record) = read.record else {
+            return Err(ApiError::At {
+                error: Box::new(ApiError::NotFound),
+                revision: read.revision,
+            });
         };
-        if matched {
-            let mut resp = response::empty(StatusCode::NOT_MODIFIED);
-            resp.headers_mut().insert(ETAG, tag);
-            return Ok(resp);
+        let current = Some(record.revision);
+        let if_match = Cond {
+            if_match: self.if_match.clone(),
+            if_none_match: None,
+        };
+        if !if_match.holds(current) {
+            return Err(ApiError::At {
+                error: Box::new(ApiError::PreconditionFailed),
+                revision: read.revision,
+            });
         }
-        let content_type = if record.content_type.is_empty() {
-            OCTET_STREAM
+        let if_none_match = Cond {
+            if_match: None,
+            if_none_match: self.if_none_match.clone(),
+        };
+        let mut resp = if if_none_match.holds(current) {
+            let content_type = if record.content_type.is_empty() {
+                OCTET_STREAM
+            } else {
+                HeaderValue::from_maybe_shared(record.content_type).unwrap_or(OCTET_STREAM)
+            };
+            if !self.head {
+                metrics.kv_bytes_out(record.value.len());
+            }
+            response::with_body(StatusCode::OK, content_type, record.value)
         } else {
-            HeaderValue::from_maybe_shared(record.content_type).unwrap_or(OCTET_STREAM)
+            response::empty(StatusCode::NOT_MODIFIED)
         };
-        if !self.head {
-            metrics.kv_bytes_out(record.value.len());
+        let headers = resp.headers_mut();
+        headers.insert(ETAG, etag(record.revision));
+        if let Some(at) = record.expires_at {
+            headers.insert(MICRONODE_EXPIRES_AT, HeaderValue::from(at));
         }
-        let mut resp = response::with_body(StatusCode::OK, content_type, record.value);
-        resp.headers_mut().insert(ETAG, tag);
+        revision_header(&mut resp, read.revision);
         Ok(resp)
     }
 }
 
-// PUT /v1/kv/{bucket}/{*key}
+/// Longest TTL: ten years.
+pub const MAX_TTL_SECS: u64 = 315_360_000;
+
+/// `ttl` in seconds (1 to 315,360,000) → the Unix second the key expires at: at least `ttl`
+/// whole seconds from now (the current second is rounded up).
+pub fn parse_ttl(raw: &str) -> Result<u64, ApiError> {
+    let ttl = tag_revision(raw)
+        .filter(|t| (1..=MAX_TTL_SECS).contains(t))
+        .ok_or(ApiError::BadRequest("ttl must be 1 to 315360000 seconds"))?;
+    Ok(expiry_after(ttl))
+}
+
+/// The Unix second `ttl` seconds from now, rounded up.
+pub fn expiry_after(ttl: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_secs() + u64::from(now.subsec_nanos() > 0) + ttl
+}
+
+/// The content type of a PUT: the request's, or `application/octet-stream`.
+fn put_content_type(headers: &HeaderMap) -> Result<Vec<u8>, ApiError> {
+    match headers.get(CONTENT_TYPE) {
+        Some(ct) if ct.len() > MAX_CONTENT_TYPE_BYTES => Err(ApiError::BadRequest(
+            "Content-Type must be at most 1024 bytes",
+        )),
+        Some(ct) => Ok(ct.as_bytes().to_vec()),
+        None => Ok(OCTET_STREAM.as_bytes().to_vec()),
+    }
+}
+
+// PUT /v1/kv/{bucket}/{*key}?ttl=
 pub async fn put_kv(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
     let (bucket, key) = bucket_and_key(&cx)?;
     let cond = write_cond(&cx.head.headers)?;
-    let content_type = match cx.head.headers.get(CONTENT_TYPE) {
-        Some(ct) if ct.len() > MAX_CONTENT_TYPE_BYTES => {
-            return Err(ApiError::BadRequest(
-                "Content-Type must be at most 1024 bytes",
-            ));
-        }
-        Some(ct) => ct.as_bytes().to_vec(),
-        None => OCTET_STREAM.as_bytes().to_vec(),
-    };
+    let expires_at = cx.query.get("ttl").map(parse_ttl).transpose()?;
+    let content_type = put_content_type(&cx.head.headers)?;
     let bytes = cx.read_body().await?;
     cx.app.metrics.kv_op(KvOp::Put);
     cx.app.metrics.kv_bytes_in(bytes.len());
     // Resolves once the write is as durable as the configured mode promises.
-    let outcome = cx
-        .app
-        .store
-        .put(bucket, &key, &content_type, &bytes, &cond)
+    let store = &*cx.app.store;
+    let outcome = store
+        .put(bucket, &key, &content_type, &bytes, expires_at, &cond)
         .await
-        .map_err(|e| store_error(cx.request_id, e))?;
-    let (status, version) = match outcome {
+        .map_err(|e| store_error_at(cx.request_id, e, store))?;
+    let (status, revision) = match outcome {
         PutOutcome::Created(v) => (StatusCode::CREATED, v),
         PutOutcome::Replaced(v) => (StatusCode::NO_CONTENT, v),
     };
     let mut resp = response::empty(status);
-    resp.headers_mut().insert(ETAG, etag(version));
+    resp.headers_mut().insert(ETAG, etag(revision));
+    if let Some(at) = expires_at {
+        resp.headers_mut()
+            .insert(MICRONODE_EXPIRES_AT, HeaderValue::from(at));
+    }
+    revision_header(&mut resp, revision);
     Ok(resp)
 }
 
@@ -260,73 +372,133 @@ pub async fn delete_kv(cx: Cx<'_>) -> Result<Resp, ApiError> {
     let (bucket, key) = bucket_and_key(&cx)?;
     let cond = write_cond(&cx.head.headers)?;
     cx.app.metrics.kv_op(KvOp::Del);
-    cx.app
-        .store
+    let store = &*cx.app.store;
+    let revision = store
         .delete(bucket, &key, &cond)
         .await
-        .map_err(|e| store_error(cx.request_id, e))?;
-    Ok(response::empty(StatusCode::NO_CONTENT))
+        .map_err(|e| store_error_at(cx.request_id, e, store))?;
+    let mut resp = response::empty(StatusCode::NO_CONTENT);
+    revision_header(&mut resp, revision);
+    Ok(resp)
 }
 
-/// `prefix`, `limit`, `after` from a query string; anything else is a bad query.
-pub fn list_query(query: Option<&str>) -> Result<(String, usize, Option<String>), ApiError> {
-    let (mut prefix, mut limit, mut after) = (String::new(), DEFAULT_LIST_LIMIT, None);
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(raw).ok_or(ApiError::BadRequest("invalid query encoding"))?;
-        match name {
-            "prefix" => prefix = value,
-            "after" => after = Some(value),
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
-                    .ok_or(ApiError::BadRequest("limit must be 1 to 1000"))?;
-            }
-            _ => return Err(ApiError::BadRequest("unknown query parameter")),
-        }
+/// A list page's values are cut once they pass this many bytes.
+pub const LIST_VALUE_BYTES: usize = 4 << 20;
+
+/// What a listing asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub after: Option<String>,
+    pub opts: ListOpts,
+}
+
+/// `true` or `false`.
+pub fn parse_bool(raw: &str, message: &'static str) -> Result<bool, ApiError> {
+    match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ApiError::BadRequest(message)),
     }
+}
+
+/// `prefix`, `limit`, `after`, `values` (the route admits no other parameter).
+pub fn list_query(query: &Query) -> Result<ListQuery, ApiError> {
+    let prefix = query.get("prefix").unwrap_or("").to_owned();
+    let after = query.get("after").map(str::to_owned);
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(raw) => tag_revision(raw)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or(ApiError::BadRequest("limit must be 1 to 1000"))?,
+    };
+    let values = match query.get("values") {
+        None => false,
+        Some(raw) => parse_bool(raw, "values must be true or false")?,
+    };
     if prefix.len() > MAX_KEY_BYTES || after.as_ref().is_some_and(|a| a.len() > MAX_KEY_BYTES) {
         return Err(ApiError::BadRequest(
             "prefix and after must be at most 1024 bytes",
         ));
     }
-    Ok((prefix, limit, after))
+    Ok(ListQuery {
+        prefix,
+        after,
+        opts: ListOpts {
+            limit,
+            values: values.then_some(LIST_VALUE_BYTES),
+        },
+    })
 }
 
-// GET /v1/kv/{bucket}
+// GET /v1/kv/{bucket}?prefix=&limit=&after=&values=
 pub fn list_kv(cx: Cx<'_>) -> Step<'_> {
     let bucket = cx.param("bucket");
     if !valid_bucket(bucket) {
         return Step::Done(Err(ApiError::BadRequest("invalid bucket name")));
     }
-    let (prefix, limit, after) = match list_query(cx.head.uri.query()) {
+    let q = match list_query(&cx.query) {
         Ok(q) => q,
         Err(e) => return Step::Done(Err(e)),
     };
     cx.app.metrics.kv_op(KvOp::List);
+    let values = q.opts.values.is_some();
     match cx
         .app
         .store
-        .list(bucket, &prefix, after.as_deref(), limit)
+        .list(bucket, &q.prefix, q.after.as_deref(), q.opts)
         .into_ready()
     {
-        Ok(page) => Step::Done(answer_list(cx.request_id, page)),
+        Ok(page) => Step::Done(answer_list(cx.request_id, values, page)),
         // The listing may show writes not yet durable: answer once they are.
         Err(call) => {
             let request_id = cx.request_id.clone();
-            Step::Detached(Box::pin(
-                async move { answer_list(&request_id, call.await) },
-            ))
+            Step::Detached(Box::pin(async move {
+                answer_list(&request_id, values, call.await)
+            }))
         }
     }
 }
 
-fn answer_list(request_id: &HeaderValue, page: Result<Page, StoreError>) -> Result<Resp, ApiError> {
+/// One `items` entry of a listing with values (also a transaction's get result).
+pub fn record_json(key: Option<&str>, r: &Record) -> serde_json::Value {
+    let mut item = serde_json::Map::new();
+    if let Some(k) = key {
+        item.insert("key".into(), k.into());
+    }
+    item.insert("etag".into(), format!("\"{}\"", r.revision).into());
+    item.insert(
+        "content_type".into(),
+        String::from_utf8_lossy(&r.content_type).into_owned().into(),
+    );
+    item.insert("value".into(), BASE64.encode(&r.value).into());
+    if let Some(at) = r.expires_at {
+        item.insert("expires_at".into(), at.into());
+    }
+    serde_json::Value::Object(item)
+}
+
+fn answer_list(
+    request_id: &HeaderValue,
+    values: bool,
+    page: Result<Page, StoreError>,
+) -> Result<Resp, ApiError> {
     let page = page.map_err(|e| store_error(request_id, e))?;
-    let body = serde_json::json!({ "keys": page.keys, "next": page.next });
-    Ok(response::json(StatusCode::OK, body.to_string()))
+    let body = if values {
+        let items: Vec<_> = page
+            .keys
+            .iter()
+            .zip(&page.records)
+            .map(|(k, r)| record_json(Some(k), r))
+            .collect();
+        serde_json::json!({ "items": items, "next": page.next, "revision": page.revision })
+    } else {
+        serde_json::json!({ "keys": page.keys, "next": page.next, "revision": page.revision })
+    };
+    let mut resp = response::json(StatusCode::OK, body.to_string());
+    revision_header(&mut resp, page.revision);
+    Ok(resp)
 }
 
 #[cfg(test)]
@@ -406,27 +578,68 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             IF_MATCH,
-            HeaderValue::from_static("\"1a\", W/\"2\", \"zz\""),
+            HeaderValue::from_static("\"26\", W/\"2\", \"zz\", \"000c\", \"+12\", \"012\""),
         );
         assert_eq!(
-            parse_tags(&h, IF_MATCH),
-            Ok(Some(IfMatch::Versions(vec![0x1a])))
+            parse_tags(&h, IF_MATCH, Comparison::Strong),
+            Ok(Some(IfMatch::Versions(vec![26])))
+        );
+        assert_eq!(
+            parse_tags(&h, IF_MATCH, Comparison::Weak),
+            Ok(Some(IfMatch::Versions(vec![26, 2])))
         );
         h.insert(IF_MATCH, HeaderValue::from_static("*"));
-        assert_eq!(parse_tags(&h, IF_MATCH), Ok(Some(IfMatch::Any)));
-        h.insert(IF_MATCH, HeaderValue::from_static("unquoted"));
-        assert!(parse_tags(&h, IF_MATCH).is_err());
+        assert_eq!(
+            parse_tags(&h, IF_MATCH, Comparison::Strong),
+            Ok(Some(IfMatch::Any))
+        );
+        for bad in ["unquoted", "\"a\"b\"", "W/unquoted"] {
+            h.insert(IF_MATCH, HeaderValue::from_static(bad));
+            assert!(
+                parse_tags(&h, IF_MATCH, Comparison::Strong).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn etags_are_decimal_revisions() {
+        assert_eq!(etag(1042), HeaderValue::from_static("\"1042\""));
+        assert_eq!(tag_revision("1042"), Some(1042));
+        assert_eq!(tag_revision("0"), Some(0));
+        for bad in ["", "01", "+1", "-1", "1a", " 1", "18446744073709551616"] {
+            assert_eq!(tag_revision(bad), None, "{bad}");
+        }
+    }
+
+    fn q(raw: &str) -> Query {
+        Query::parse(raw, &["prefix", "limit", "after", "values"]).expect("valid query")
     }
 
     #[test]
     fn list_query_rules() {
-        assert_eq!(list_query(None), Ok((String::new(), 100, None)));
+        let lq = list_query(&Query::default()).expect("defaults");
         assert_eq!(
-            list_query(Some("prefix=a%2F&limit=5&after=a%2F1")),
-            Ok(("a/".to_owned(), 5, Some("a/1".to_owned())))
+            (lq.prefix.as_str(), lq.opts.limit, lq.after),
+            ("", 100, None)
         );
-        for bad in ["limit=0", "limit=1001", "limit=x", "foo=1", "prefix=%zz"] {
-            assert!(list_query(Some(bad)).is_err(), "{bad}");
+        let lq = list_query(&q("prefix=a%2F&limit=5&after=a+1&values=true")).expect("valid");
+        assert_eq!(lq.prefix, "a/");
+        assert_eq!(lq.after.as_deref(), Some("a 1"));
+        assert_eq!(lq.opts.limit, 5);
+        assert_eq!(lq.opts.values, Some(LIST_VALUE_BYTES));
+        for bad in ["limit=0", "limit=1001", "limit=x", "limit=05", "values=yes"] {
+            assert!(list_query(&q(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ttl_rules() {
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("315360001").is_err());
+        assert!(parse_ttl("1.5").is_err());
+        let now = crate::store::now_secs();
+        let at = parse_ttl("10").expect("valid ttl");
+        assert!(at >= now + 10 && at <= now + 11, "{at} vs {now}");
     }
 }

@@ -8,6 +8,9 @@
 pub mod admin;
 pub mod dev;
 pub mod kv;
+pub mod snapshot;
+pub mod txn;
+pub mod watch;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +24,7 @@ use crate::error::ApiError;
 use crate::guards::BodyPlan;
 use crate::guards::body;
 use crate::response::Resp;
-use crate::wire::{ConnInfo, PathParams, RequestBody};
+use crate::wire::{ConnInfo, PathParams, Query, RequestBody};
 
 /// What a handler gets: the app, the connection, the request head, the route's path
 /// parameters, and the body
@@ -32,6 +35,8 @@ pub struct Cx<'a> {
     pub head: &'a Parts,
     pub params: PathParams,
     pub request_id: &'a HeaderValue,
+    /// The query parameters, already checked against the route's accepted names.
+    pub query: Query,
     pub plan: BodyPlan,
     pub body: RequestBody,
 }
@@ -121,10 +126,13 @@ handlers! {
     GetVersion => sync admin::get_version, answers [200];
     GetMetrics => sync admin::get_metrics, answers [200];
     GetPing => sync admin::get_ping, answers [200];
-    GetKv => step kv::get_kv, waits if kv::reads_wait, answers [200, 304, 400, 404];
+    GetKv => step kv::get_kv, waits if kv::reads_wait, answers [200, 304, 400, 404, 412];
     PutKv => async kv::put_kv, answers [201, 204, 400, 412, 507];
     DeleteKv => async kv::delete_kv, answers [204, 400, 404, 412, 507];
     ListKv => step kv::list_kv, waits if kv::reads_wait, answers [200, 400];
+    GetWatch => async watch::get_watch, answers [200, 400, 410, 429];
+    PostTxn => async txn::post_txn, answers [200, 400, 507];
+    GetSnapshot => async snapshot::get_snapshot, answers [200];
     PostEcho => async dev::post_echo, answers [200, 400];
     GetRl => sync dev::get_rl, answers [200];
     GetPanic => sync dev::get_panic, answers [];

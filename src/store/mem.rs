@@ -1,23 +1,28 @@
 //! The `mem` engine: an ordered map behind a lock. Nothing touches the disk, which is what
-//! amnesia mode needs; a 2xx means "in this process's memory". Every call completes at once.
+//! amnesia mode needs; a 2xx means "in this process's memory". Every call completes at once,
+//! and every applied step is released to watchers at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockWriteGuard};
 
 use super::{
-    ListRange, Page, Record, StoreCall, StoreError, WriteOp, Written, check_step, clock_floor,
-    compose, page_from,
+    Expiring, Feed, ListOpts, ListRange, Locked, Page, Read, Record, Scanned, StoreCall,
+    StoreError, Txn, TxnOutcome, WriteOp, Written, check_step, clock_floor, compose, events_of,
+    judged, now_secs, page_from, run_txn,
 };
 
 #[derive(Debug)]
 pub struct MemStore {
     inner: RwLock<Inner>,
+    feed: Feed,
 }
 
 #[derive(Debug)]
 struct Inner {
     map: BTreeMap<Vec<u8>, Record>,
+    /// `(expires_at, engine key)` of every record with an expiry.
+    expiries: BTreeSet<(u64, Vec<u8>)>,
     /// The last revision handed out. Seeded from the clock so that an ETag held across a
     /// restart can never match a different value.
     revision: u64,
@@ -25,7 +30,7 @@ struct Inner {
 
 impl Default for MemStore {
     fn default() -> Self {
-        MemStore::new()
+        MemStore::new(100_000)
     }
 }
 
@@ -34,26 +39,46 @@ fn poisoned() -> StoreError {
 }
 
 impl MemStore {
-    pub fn new() -> MemStore {
+    /// An empty store whose feed keeps `history` events.
+    pub fn new(history: usize) -> MemStore {
+        let revision = clock_floor();
         MemStore {
             inner: RwLock::new(Inner {
                 map: BTreeMap::new(),
-                revision: clock_floor(),
+                expiries: BTreeSet::new(),
+                revision,
             }),
+            feed: Feed::new(revision, history),
         }
     }
 
-    fn apply(&self, ops: &[WriteOp<'_>]) -> Result<Written, StoreError> {
+    fn lock(&self) -> Result<RwLockWriteGuard<'_, Inner>, StoreError> {
+        self.inner.write().map_err(|_| poisoned())
+    }
+}
+
+/// The map under its write lock, with the feed to publish to.
+struct View<'a> {
+    inner: RwLockWriteGuard<'a, Inner>,
+    feed: &'a Feed,
+}
+
+impl Locked for View<'_> {
+    fn read(&mut self, bucket: &str, key: &str) -> Result<Option<Record>, StoreError> {
+        Ok(self.inner.map.get(&compose(bucket, key)).cloned())
+    }
+
+    fn apply(&mut self, ops: &[WriteOp<'_>], now: u64) -> Result<Written, StoreError> {
         check_step(ops)?;
-        let mut inner = self.inner.write().map_err(|_| poisoned())?;
+        let inner = &mut *self.inner;
         let mut written = Written::new(inner.revision + 1);
         for (i, op) in ops.iter().enumerate() {
             let (bucket, key) = op.bucket_key();
-            let current = inner.map.get(&compose(bucket, key)).map(|r| r.revision);
-            if !op.cond().holds(current) {
-                return Err(StoreError::precondition());
-            }
-            if current.is_some() {
+            let old = inner
+                .map
+                .get(&compose(bucket, key))
+                .map(|r| (r.revision, r.expires_at));
+            if judged(op, old, now)?.is_some() {
                 written.set_existed(i);
             }
         }
@@ -61,45 +86,68 @@ impl MemStore {
             return Ok(Written::new(inner.revision));
         }
         inner.revision = written.revision;
-        for op in ops {
-            match *op {
-                WriteOp::Put {
-                    bucket,
-                    key,
-                    content_type,
-                    value,
+        for (i, op) in ops.iter().enumerate() {
+            let (bucket, key) = op.bucket_key();
+            let k = compose(bucket, key);
+            let is_put = matches!(op, WriteOp::Put { .. });
+            // A delete leaves a missing or expired key alone (the sweeper removes it).
+            if !is_put && !written.existed(i) {
+                continue;
+            }
+            if let Some(old) = inner.map.remove(&k)
+                && let Some(at) = old.expires_at
+            {
+                inner.expiries.remove(&(at, k.clone()));
+            }
+            if let WriteOp::Put {
+                content_type,
+                value,
+                expires_at,
+                ..
+            } = *op
+            {
+                if let Some(at) = expires_at {
+                    inner.expiries.insert((at, k.clone()));
+                }
+                let record = Record {
+                    value: value.clone(),
+                    content_type: bytes::Bytes::copy_from_slice(content_type),
+                    revision: written.revision,
                     expires_at,
-                    ..
-                } => {
-                    let record = Record {
-                        value: value.clone(),
-                        content_type: bytes::Bytes::copy_from_slice(content_type),
-                        revision: written.revision,
-                        expires_at,
-                    };
-                    inner.map.insert(compose(bucket, key), record);
-                }
-                WriteOp::Delete { bucket, key, .. } => {
-                    inner.map.remove(&compose(bucket, key));
-                }
+                };
+                inner.map.insert(k, record);
             }
         }
+        self.feed.append(events_of(ops, &written));
+        self.feed.release(written.revision);
         Ok(written)
     }
 }
 
 impl super::Storage for MemStore {
-    fn get(&self, bucket: &str, key: &str) -> StoreCall<Option<Record>> {
-        StoreCall::ready(
-            self.inner
-                .read()
-                .map_err(|_| poisoned())
-                .map(|inner| inner.map.get(&compose(bucket, key)).cloned()),
-        )
+    fn get(&self, bucket: &str, key: &str) -> StoreCall<Read> {
+        let now = now_secs();
+        StoreCall::ready(self.inner.read().map_err(|_| poisoned()).map(|inner| {
+            Read {
+                record: inner
+                    .map
+                    .get(&compose(bucket, key))
+                    .filter(|r| r.live(now))
+                    .cloned(),
+                revision: inner.revision,
+            }
+        }))
     }
 
     fn write(&self, ops: &[WriteOp<'_>]) -> StoreCall<Written> {
-        StoreCall::ready(self.apply(ops))
+        let result = self.lock().and_then(|inner| {
+            View {
+                inner,
+                feed: &self.feed,
+            }
+            .apply(ops, now_secs())
+        });
+        StoreCall::ready(result)
     }
 
     fn list(
@@ -107,19 +155,98 @@ impl super::Storage for MemStore {
         bucket: &str,
         prefix: &str,
         after: Option<&str>,
-        limit: usize,
+        opts: ListOpts,
     ) -> StoreCall<Page> {
         let range = ListRange::new(bucket, prefix, after);
         let Ok(inner) = self.inner.read() else {
             return StoreCall::ready(Err(poisoned()));
         };
-        let keys = inner
+        let now = now_secs();
+        let records = inner
             .map
             .range((range.lower.clone(), Bound::Unbounded))
-            .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(&range.prefix))
-            .map(|k| range.user_key(k));
-        StoreCall::ready(page_from(keys, limit))
+            .take_while(|(k, _)| k.starts_with(&range.prefix))
+            .filter(|(_, r)| r.live(now))
+            .map(|(k, r)| Ok((range.user_key(k)?, r.clone())));
+        StoreCall::ready(page_from(records, opts, inner.revision))
+    }
+
+    fn txn(&self, txn: &Txn<'_>) -> StoreCall<TxnOutcome> {
+        let result = self.lock().and_then(|inner| {
+            let current = inner.revision;
+            let mut view = View {
+                inner,
+                feed: &self.feed,
+            };
+            let (mut outcome, changed) = run_txn(&mut view, txn, now_secs())?;
+            if !changed {
+                outcome.revision = current;
+            }
+            Ok(outcome)
+        });
+        StoreCall::ready(result)
+    }
+
+    fn expired(&self, now: u64, limit: usize) -> Result<Vec<Expiring>, StoreError> {
+        let inner = self.inner.read().map_err(|_| poisoned())?;
+        let mut out = Vec::new();
+        for (_, k) in inner.expiries.range(..(now.saturating_add(1), Vec::new())) {
+            if out.len() == limit {
+                break;
+            }
+            if let Some(r) = inner.map.get(k) {
+                let (bucket, key) = super::split(k)?;
+                out.push(Expiring {
+                    bucket,
+                    key,
+                    revision: r.revision,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn scan(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<Scanned>, StoreError> {
+        let inner = self.inner.read().map_err(|_| poisoned())?;
+        let lower = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_vec()));
+        let mut out = Vec::new();
+        for (k, r) in inner.map.range((lower, Bound::Unbounded)) {
+            if out.len() == limit {
+                break;
+            }
+            if !r.live(now) {
+                continue;
+            }
+            let (bucket, key) = super::split(k)?;
+            out.push(Scanned {
+                engine_key: k.clone(),
+                bucket,
+                key,
+                record: r.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn revision(&self) -> u64 {
+        self.inner.read().map_or(0, |i| i.revision)
+    }
+
+    fn applied_revision(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.revision)
+    }
+
+    fn settle(&self, _revision: u64) -> StoreCall<()> {
+        StoreCall::ready(Ok(()))
+    }
+
+    fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     fn health(&self) -> bool {

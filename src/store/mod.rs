@@ -8,14 +8,18 @@
 //! as the configured mode promises; errors carry an [`ErrorKind`]; `health` is a cheap up/down.
 
 mod call;
+pub mod dump;
+pub mod feed;
 pub mod mem;
 pub mod sled_engine;
+pub mod ttl;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 pub use call::{ErrorKind, StoreCall, StoreError, is_disk_full};
+pub use feed::{Event, EventKind, Feed};
 
 use crate::config::{Config, Engine};
 use crate::metrics::Metrics;
@@ -39,8 +43,27 @@ pub struct Record {
     /// The store revision of the last write of this key; strictly increasing in apply order
     /// and never reused, across restarts (docs/STORAGE.md, "Revisions").
     pub revision: u64,
-    /// Unix seconds after which the record is gone. Stored and returned; nothing sets it yet.
+    /// Unix seconds from which the record is gone: invisible at once, removed by the sweeper.
     pub expires_at: Option<u64>,
+}
+
+impl Record {
+    /// Whether the record is still visible at `now` (Unix seconds).
+    pub fn live(&self, now: u64) -> bool {
+        live(self.expires_at, now)
+    }
+}
+
+/// Whether a record expiring at `expires_at` is visible at `now`.
+pub fn live(expires_at: Option<u64>, now: u64) -> bool {
+    expires_at.is_none_or(|at| now < at)
+}
+
+/// The time in whole Unix seconds, as expiry is judged.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `If-Match` as parsed from a request.
@@ -48,8 +71,9 @@ pub struct Record {
 pub enum IfMatch {
     /// `*`: the key must exist.
     Any,
-    /// One of these revisions must be current. Unparsable tags are kept out, so a list of
-    /// only foreign tags can never match.
+    /// One of these revisions must be current. Tags that are not exactly one of our
+    /// revisions (`"000c"`, `W/"12"`, `"x"`) are kept out, so a list of only such tags can
+    /// never match.
     Versions(Vec<u64>),
 }
 
@@ -102,11 +126,14 @@ pub enum WriteOp<'a> {
         expires_at: Option<u64>,
         cond: &'a Cond,
     },
-    /// Removes the key; a missing key is left alone (see [`Written::existed`]).
+    /// Removes the key; a missing (or expired) key is left alone (see [`Written::existed`]).
+    /// `expire`: the sweeper removing an expired record (the `cond` names its revision); the
+    /// watch event is `expire` and the record must really have expired.
     Delete {
         bucket: &'a str,
         key: &'a str,
         cond: &'a Cond,
+        expire: bool,
     },
 }
 
@@ -169,8 +196,78 @@ pub enum PutOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     pub keys: Vec<String>,
+    /// With values: the record of each key, in the same order; else empty.
+    pub records: Vec<Record>,
     /// The last key of this page when more follow.
     pub next: Option<String>,
+    /// The store revision the page reflects: every write up to it is in the page, and the
+    /// page shows no write that could still be lost.
+    pub revision: u64,
+}
+
+/// What a listing asks for besides the range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListOpts {
+    pub limit: usize,
+    /// Return the records too, cutting the page once their values pass this many bytes
+    /// (at least one record is always returned).
+    pub values: Option<usize>,
+}
+
+/// A record read with the store revision it reflects (`Micronode-Revision`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub record: Option<Record>,
+    pub revision: u64,
+}
+
+/// One compare of a transaction: a condition on one key, judged like a write's.
+#[derive(Debug, Clone, Copy)]
+pub struct Compare<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub cond: &'a Cond,
+}
+
+/// One op of a transaction branch.
+#[derive(Debug, Clone, Copy)]
+pub enum TxnOp<'a> {
+    Write(WriteOp<'a>),
+    Get { bucket: &'a str, key: &'a str },
+}
+
+/// A transaction: if every compare holds, `then`, else `otherwise` — judged and applied at one
+/// point of the revision order, all writes under one revision.
+#[derive(Debug, Clone, Copy)]
+pub struct Txn<'a> {
+    pub compares: &'a [Compare<'a>],
+    pub then: &'a [TxnOp<'a>],
+    pub otherwise: &'a [TxnOp<'a>],
+}
+
+/// The result of one op of the branch taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    Put { revision: u64 },
+    Delete { deleted: bool },
+    Get(Option<Record>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnOutcome {
+    pub succeeded: bool,
+    /// The revision of the writes, or the store revision the reads reflect when nothing was
+    /// written.
+    pub revision: u64,
+    pub results: Vec<OpResult>,
+}
+
+/// A record the sweeper should remove: it expired at or before the time asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    pub bucket: String,
+    pub key: String,
+    pub revision: u64,
 }
 
 /// What the KV handlers need from an engine.
@@ -178,37 +275,61 @@ pub struct Page {
 /// Calls return a [`StoreCall`]: engines that can answer at once do so without allocating;
 /// engines that wait (a group commit, a network round trip) return a pending call. A write
 /// resolves only once it is as durable as the configured mode promises — there is no separate
-/// commit step.
+/// commit step — and no read, listing, failed condition or watch event shows a write that is
+/// not yet that durable (docs/STORAGE.md, "Visibility = durability").
 ///
-/// Room for what comes next, without another redesign:
-/// - **Revisions**: [`Written::revision`] comes from one store-wide counter, so a
-///   `Micronode-Revision` header and a watch position are the same number.
-/// - **TTL**: [`Record::expires_at`] is stored by every engine (the `sled` record format
-///   already carries it); a sweeper deletes with [`WriteOp::Delete`] under its own revision.
-/// - **Transactions**: a transaction is one [`Storage::write`] with several ops.
-/// - **Watch**: an engine publishes each applied step (revision + ops) to a change feed right
-///   where its write step resolves — after the commit — so events are emitted only once durable
-///   and in revision order; a `watch(since)` method returning a stream joins this trait then.
-/// - **Snapshots**: a `snapshot()` method returning a point-in-time iterator at a revision
-///   (sled: a scan under the write lock's revision; PostgreSQL: a repeatable-read transaction)
-///   joins this trait then.
+/// Every engine shares these rules: one store-wide revision counter in commit order; an
+/// expired record is invisible at once to every call (reads, lists, conditions, transactions)
+/// and removed by the sweeper through [`Storage::expired`] and an `expire` delete; each applied
+/// step is appended to the engine's [`Feed`] and released to watchers once durable.
 pub trait Storage: Send + Sync + std::fmt::Debug {
-    /// The record of `bucket`/`key`, if any.
-    fn get(&self, bucket: &str, key: &str) -> StoreCall<Option<Record>>;
+    /// The live record of `bucket`/`key`, if any, and the store revision the read reflects.
+    fn get(&self, bucket: &str, key: &str) -> StoreCall<Read>;
 
     /// Applies `ops` (1 to [`MAX_WRITE_OPS`]) as one step: checks every condition, takes one
     /// revision, writes, and resolves once durable. A failed condition is
     /// [`ErrorKind::Precondition`] and nothing is applied.
     fn write(&self, ops: &[WriteOp<'_>]) -> StoreCall<Written>;
 
-    /// Keys of `bucket` starting with `prefix`, strictly after `after`, in byte order.
+    /// Live keys of `bucket` starting with `prefix`, strictly after `after`, in byte order.
     fn list(
         &self,
         bucket: &str,
         prefix: &str,
         after: Option<&str>,
-        limit: usize,
+        opts: ListOpts,
     ) -> StoreCall<Page>;
+
+    /// Judges the compares and applies the branch taken, as one step under the writer lock
+    /// (see [`run_txn`]); resolves once its writes (or the state it read) are durable.
+    fn txn(&self, txn: &Txn<'_>) -> StoreCall<TxnOutcome>;
+
+    /// Up to `limit` records whose expiry is at or before `now`, oldest expiry first.
+    fn expired(&self, now: u64, limit: usize) -> Result<Vec<Expiring>, StoreError>;
+
+    /// Up to `limit` live records in engine-key order, strictly after the engine key `after`
+    /// (see [`compose`]): `(engine key, bucket, key, record)`. Not a point-in-time view by
+    /// itself; snapshots make it one with the feed (see `snapshot` in this module).
+    fn scan(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<Scanned>, StoreError>;
+
+    /// The newest revision every answer may show: applied and as durable as the mode
+    /// promises.
+    fn revision(&self) -> u64;
+
+    /// The revision of the last step applied, read under the writer lock so that no step is
+    /// half applied at that moment (snapshots take their bounds with it).
+    fn applied_revision(&self) -> Result<u64, StoreError>;
+
+    /// Resolves once every revision up to `revision` is durable.
+    fn settle(&self, revision: u64) -> StoreCall<()>;
+
+    /// The change feed of this engine.
+    fn feed(&self) -> &Feed;
 
     /// Whether the engine is up. An atomic load; false after a failed flush until the next
     /// successful one.
@@ -231,6 +352,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         key: &str,
         content_type: &[u8],
         value: &Bytes,
+        expires_at: Option<u64>,
         cond: &Cond,
     ) -> StoreCall<PutOutcome> {
         let op = WriteOp::Put {
@@ -238,7 +360,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
             key,
             content_type,
             value,
-            expires_at: None,
+            expires_at,
             cond,
         };
         self.write(&[op]).map(|w| {
@@ -252,12 +374,198 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// One DELETE: the revision of the delete, or [`ErrorKind::NotFound`].
     fn delete(&self, bucket: &str, key: &str, cond: &Cond) -> StoreCall<u64> {
-        self.write(&[WriteOp::Delete { bucket, key, cond }])
-            .map(|w| match w.existed(0) {
-                true => Ok(w.revision),
-                false => Err(StoreError::not_found()),
-            })
+        let op = WriteOp::Delete {
+            bucket,
+            key,
+            cond,
+            expire: false,
+        };
+        self.write(&[op]).map(|w| match w.existed(0) {
+            true => Ok(w.revision),
+            false => Err(StoreError::not_found()),
+        })
     }
+}
+
+/// One record of [`Storage::scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    pub engine_key: Vec<u8>,
+    pub bucket: String,
+    pub key: String,
+    pub record: Record,
+}
+
+/// An engine's state under its writer lock, as a transaction sees it.
+pub(crate) trait Locked {
+    /// The record of a key as stored (expired or not).
+    fn read(&mut self, bucket: &str, key: &str) -> Result<Option<Record>, StoreError>;
+    /// Applies one write step (conditions included) under the lock already held.
+    fn apply(&mut self, ops: &[WriteOp<'_>], now: u64) -> Result<Written, StoreError>;
+}
+
+/// A transaction against an engine's locked state: compares, then the branch's gets and
+/// writes. A get sees the writes of earlier ops of its branch (and the revision they take);
+/// writes carry no condition of their own (the compares were judged under the same lock).
+pub(crate) fn run_txn(
+    view: &mut impl Locked,
+    txn: &Txn<'_>,
+    now: u64,
+) -> Result<(TxnOutcome, bool), StoreError> {
+    let mut succeeded = true;
+    for c in txn.compares {
+        let current = view
+            .read(c.bucket, c.key)?
+            .filter(|r| r.live(now))
+            .map(|r| r.revision);
+        if !c.cond.holds(current) {
+            succeeded = false;
+            break;
+        }
+    }
+    let branch = if succeeded { txn.then } else { txn.otherwise };
+    let writes: Vec<WriteOp<'_>> = branch
+        .iter()
+        .filter_map(|op| match op {
+            TxnOp::Write(w) => Some(*w),
+            TxnOp::Get { .. } => None,
+        })
+        .collect();
+    // Gets not shadowed by an earlier write of the branch read the state before the step.
+    let mut results = Vec::with_capacity(branch.len());
+    for (i, op) in branch.iter().enumerate() {
+        results.push(match *op {
+            TxnOp::Get { bucket, key } => {
+                let shadowed = branch[..i].iter().any(|o| match o {
+                    TxnOp::Write(w) => w.bucket_key() == (bucket, key),
+                    TxnOp::Get { .. } => false,
+                });
+                if shadowed {
+                    OpResult::Get(None) // filled in below, once the revision is known
+                } else {
+                    OpResult::Get(view.read(bucket, key)?.filter(|r| r.live(now)))
+                }
+            }
+            TxnOp::Write(WriteOp::Put { .. }) => OpResult::Put { revision: 0 },
+            TxnOp::Write(WriteOp::Delete { .. }) => OpResult::Delete { deleted: false },
+        });
+    }
+    let (written, changed) = if writes.is_empty() {
+        (None, false)
+    } else {
+        let w = view.apply(&writes, now)?;
+        (Some(w), w.changed(&writes))
+    };
+    let mut write_index = 0;
+    for (i, op) in branch.iter().enumerate() {
+        match *op {
+            TxnOp::Write(_) => {
+                let w = written.expect("a branch with writes applied them");
+                match &mut results[i] {
+                    OpResult::Put { revision } => *revision = w.revision,
+                    OpResult::Delete { deleted } => *deleted = w.existed(write_index),
+                    OpResult::Get(_) => {}
+                }
+                write_index += 1;
+            }
+            TxnOp::Get { bucket, key } => {
+                let last_write = branch[..i].iter().rev().find_map(|o| match o {
+                    TxnOp::Write(w) if w.bucket_key() == (bucket, key) => Some(*w),
+                    _ => None,
+                });
+                if let Some(w) = last_write {
+                    let revision = written.map_or(0, |w| w.revision);
+                    results[i] = OpResult::Get(match w {
+                        WriteOp::Put {
+                            content_type,
+                            value,
+                            expires_at,
+                            ..
+                        } => Some(Record {
+                            value: value.clone(),
+                            content_type: Bytes::copy_from_slice(content_type),
+                            revision,
+                            expires_at,
+                        }),
+                        WriteOp::Delete { .. } => None,
+                    });
+                }
+            }
+        }
+    }
+    let outcome = TxnOutcome {
+        succeeded,
+        revision: written.map_or(0, |w| w.revision),
+        results,
+    };
+    Ok((outcome, changed))
+}
+
+/// The feed events of an applied step.
+pub(crate) fn events_of(ops: &[WriteOp<'_>], written: &Written) -> Vec<Event> {
+    let mut out = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let (bucket, key) = op.bucket_key();
+        let (kind, value, content_type, expires_at) = match *op {
+            WriteOp::Put {
+                value,
+                content_type,
+                expires_at,
+                ..
+            } => (
+                EventKind::Put,
+                value.clone(),
+                Bytes::copy_from_slice(content_type),
+                expires_at,
+            ),
+            WriteOp::Delete { expire, .. } => {
+                if !written.existed(i) {
+                    continue;
+                }
+                let kind = if expire {
+                    EventKind::Expire
+                } else {
+                    EventKind::Delete
+                };
+                (kind, Bytes::new(), Bytes::new(), None)
+            }
+        };
+        out.push(Event {
+            revision: written.revision,
+            kind,
+            bucket: bucket.into(),
+            key: key.into(),
+            value,
+            content_type,
+            expires_at,
+        });
+    }
+    out
+}
+
+/// The revision a write condition is judged against, and whether the key counts as existing:
+/// an expired record is absent, except to the sweeper's `expire` delete, which needs it to be
+/// there with the revision it names and really expired.
+pub(crate) fn judged(
+    op: &WriteOp<'_>,
+    old: Option<(u64, Option<u64>)>,
+    now: u64,
+) -> Result<Option<u64>, StoreError> {
+    let expire = matches!(op, WriteOp::Delete { expire: true, .. });
+    let current = match old {
+        Some((revision, expires_at)) if expire => {
+            if live(expires_at, now) {
+                return Err(StoreError::precondition());
+            }
+            Some(revision)
+        }
+        Some((revision, expires_at)) if live(expires_at, now) => Some(revision),
+        _ => None,
+    };
+    if !op.cond().holds(current) {
+        return Err(StoreError::precondition());
+    }
+    Ok(current)
 }
 
 /// Engine-side check of the engine-neutral limits: a caller that skipped the handler checks
@@ -301,9 +609,9 @@ pub(crate) fn check_step(ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
 /// Opens the configured engine. The error names the path and the cause in one line.
 pub fn open(cfg: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Storage>, String> {
     match cfg.storage.effective_engine() {
-        Engine::Mem => Ok(Arc::new(mem::MemStore::new())),
+        Engine::Mem => Ok(Arc::new(mem::MemStore::new(cfg.watch.history))),
         Engine::Sled => {
-            let s = sled_engine::SledStore::open(&cfg.storage, metrics)?;
+            let s = sled_engine::SledStore::open(&cfg.storage, cfg.watch.history, metrics)?;
             Ok(Arc::new(s))
         }
     }
@@ -360,23 +668,47 @@ impl ListRange {
     }
 }
 
-/// A page from an ordered iterator over `(key without bucket prefix)`.
-pub(crate) fn page_from<I>(keys: I, limit: usize) -> Result<Page, StoreError>
+/// A page from an ordered iterator over live `(key without bucket prefix, record)`.
+pub(crate) fn page_from<I>(items: I, opts: ListOpts, revision: u64) -> Result<Page, StoreError>
 where
-    I: Iterator<Item = Result<String, StoreError>>,
+    I: Iterator<Item = Result<(String, Record), StoreError>>,
 {
-    let mut out = Vec::with_capacity(limit.min(1024));
+    let mut keys = Vec::with_capacity(opts.limit.min(1024));
+    let mut records = Vec::new();
+    let mut bytes = 0usize;
     let mut more = false;
-    for k in keys {
-        let k = k?;
-        if out.len() == limit {
+    for item in items {
+        let (k, r) = item?;
+        let cut = opts
+            .values
+            .is_some_and(|max| !keys.is_empty() && bytes >= max);
+        if keys.len() == opts.limit || cut {
             more = true;
             break;
         }
-        out.push(k);
+        keys.push(k);
+        if opts.values.is_some() {
+            bytes += r.value.len();
+            records.push(r);
+        }
     }
-    let next = if more { out.last().cloned() } else { None };
-    Ok(Page { keys: out, next })
+    let next = if more { keys.last().cloned() } else { None };
+    Ok(Page {
+        keys,
+        records,
+        next,
+        revision,
+    })
+}
+
+/// `(bucket, key)` of an engine key.
+pub(crate) fn split(engine_key: &[u8]) -> Result<(String, String), StoreError> {
+    let s = std::str::from_utf8(engine_key)
+        .map_err(|_| StoreError::internal("non-UTF-8 key in store"))?;
+    let (bucket, key) = s
+        .split_once('/')
+        .ok_or_else(|| StoreError::internal("engine key without a bucket"))?;
+    Ok((bucket.to_owned(), key.to_owned()))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::config::{Durability, StorageCfg};
 type Opened = (Arc<dyn Storage>, Option<tempfile::TempDir>);
 
 fn open_mem() -> Opened {
-    (Arc::new(crate::store::mem::MemStore::new()), None)
+    (Arc::new(crate::store::mem::MemStore::new(1000)), None)
 }
 
 fn open_sled(durability: Durability) -> Opened {
@@ -22,7 +22,7 @@ fn open_sled(durability: Durability) -> Opened {
         durability,
         ..Default::default()
     };
-    let s = crate::store::sled_engine::SledStore::open(&cfg, Arc::new(Metrics::new(&[])))
+    let s = crate::store::sled_engine::SledStore::open(&cfg, 1000, Arc::new(Metrics::new(&[])))
         .expect("sled opens in a temp dir");
     (Arc::new(s), Some(dir))
 }
@@ -50,11 +50,11 @@ fn put(
     v: &[u8],
     c: &Cond,
 ) -> Result<PutOutcome, StoreError> {
-    block_on(s.put(b, k, ct, &Bytes::copy_from_slice(v), c))
+    block_on(s.put(b, k, ct, &Bytes::copy_from_slice(v), None, c))
 }
 
 fn get(s: &dyn Storage, b: &str, k: &str) -> Option<Record> {
-    block_on(s.get(b, k)).expect("get")
+    block_on(s.get(b, k)).expect("get").record
 }
 
 fn del(s: &dyn Storage, b: &str, k: &str, c: &Cond) -> Result<u64, StoreError> {
@@ -150,8 +150,18 @@ mod cases {
         put(s, "bk2", "a/0", b"", b"v", &Cond::NONE).expect("put");
         // A large value's pieces (if an engine splits it) never show up in a listing.
         put(s, "bk", "big", b"", &value(1, 300 * 1024), &Cond::NONE).expect("put");
-        let list =
-            |prefix, after, limit| block_on(s.list("bk", prefix, after, limit)).expect("list");
+        let list = |prefix, after, limit| {
+            block_on(s.list(
+                "bk",
+                prefix,
+                after,
+                crate::store::ListOpts {
+                    limit,
+                    values: None,
+                },
+            ))
+            .expect("list")
+        };
         let p = list("a/", None, 2);
         assert_eq!(p.keys, ["a/1", "a/10"]);
         assert_eq!(p.next.as_deref(), Some("a/10"));
@@ -281,11 +291,13 @@ mod cases {
                 bucket: "t",
                 key: "exists",
                 cond: &Cond::NONE,
+                expire: false,
             },
             WriteOp::Delete {
                 bucket: "t",
                 key: "never",
                 cond: &Cond::NONE,
+                expire: false,
             },
         ];
         let w = block_on(s.write(&ok)).expect("step");
@@ -302,11 +314,13 @@ mod cases {
                 bucket: "t",
                 key: "new",
                 cond: &Cond::NONE,
+                expire: false,
             },
             WriteOp::Delete {
                 bucket: "t",
                 key: "new",
                 cond: &Cond::NONE,
+                expire: false,
             },
         ];
         assert_eq!(kind(block_on(s.write(&twice))), ErrorKind::Internal);
@@ -315,6 +329,7 @@ mod cases {
             bucket: "t",
             key: "never",
             cond: &Cond::NONE,
+            expire: false,
         }];
         assert_eq!(
             block_on(s.write(&noop)).expect("no-op").revision,
@@ -351,6 +366,214 @@ mod cases {
             "the key holds the last applied write"
         );
     }
+
+    fn put_ttl(s: &dyn Storage, b: &str, k: &str, v: &[u8], at: u64) -> u64 {
+        let value = Bytes::copy_from_slice(v);
+        match block_on(s.put(b, k, b"text/plain", &value, Some(at), &Cond::NONE)).expect("put") {
+            PutOutcome::Created(r) | PutOutcome::Replaced(r) => r,
+        }
+    }
+
+    /// An expired record is invisible at once to reads, lists, conditions and transactions;
+    /// a create-only PUT over it succeeds (the lease-lock pattern); the sweep removes the rest
+    /// as `expire` writes with their own revision, once.
+    pub(super) fn expired_records_are_invisible_then_swept(s: &dyn Storage) {
+        let now = now_secs();
+        put_ttl(s, "ttl", "gone", b"x", now); // expires at `now`: already invisible
+        put_ttl(s, "ttl", "lease", b"old", now);
+        let live = put_ttl(s, "ttl", "live", b"y", now + 3600);
+        assert_eq!(get(s, "ttl", "gone"), None);
+        let rec = get(s, "ttl", "live").expect("live key");
+        assert_eq!((rec.revision, rec.expires_at), (live, Some(now + 3600)));
+        let opts = ListOpts {
+            limit: 10,
+            values: None,
+        };
+        let page = block_on(s.list("ttl", "", None, opts)).expect("list");
+        assert_eq!(page.keys, vec!["live".to_owned()]);
+        let must_exist = Cond {
+            if_match: Some(IfMatch::Any),
+            if_none_match: None,
+        };
+        assert_eq!(
+            kind(put(s, "ttl", "gone", b"", b"z", &must_exist)),
+            ErrorKind::Precondition
+        );
+        assert_eq!(
+            kind(del(s, "ttl", "gone", &Cond::NONE)),
+            ErrorKind::NotFound
+        );
+        let create_only = Cond {
+            if_match: None,
+            if_none_match: Some(IfMatch::Any),
+        };
+        assert!(matches!(
+            put(s, "ttl", "lease", b"", b"new", &create_only),
+            Ok(PutOutcome::Created(_))
+        ));
+        let due = s.expired(now, 10).expect("expired");
+        assert_eq!(due.len(), 1, "only `gone` is still due: {due:?}");
+        assert_eq!(due[0].key, "gone");
+        let before = s.revision();
+        let metrics = Metrics::new(&[]);
+        let removed = block_on(ttl::sweep(s, &metrics, now)).expect("sweep");
+        assert_eq!(removed, 1);
+        assert!(s.expired(now, 10).expect("expired").is_empty());
+        assert_eq!(block_on(ttl::sweep(s, &metrics, now)).expect("sweep"), 0);
+        let events = s.feed().between(before, u64::MAX).expect("history kept");
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].kind, &*events[0].key),
+            (EventKind::Expire, "gone")
+        );
+        assert_eq!(
+            get(s, "ttl", "lease").map(|r| r.value),
+            Some(Bytes::from("new"))
+        );
+    }
+
+    /// Compares pick the branch; gets see the state before the step unless an earlier op
+    /// of the branch wrote the key; all writes share one revision; results are in op order.
+    pub(super) fn transactions_are_one_step(s: &dyn Storage) {
+        put(s, "tx", "a", b"", b"1", &Cond::NONE).expect("put");
+        let a = get(s, "tx", "a").expect("a").revision;
+        let etag_a = Cond {
+            if_match: Some(IfMatch::Versions(vec![a])),
+            if_none_match: None,
+        };
+        let absent = Cond {
+            if_match: None,
+            if_none_match: Some(IfMatch::Any),
+        };
+        let compares = [
+            Compare {
+                bucket: "tx",
+                key: "a",
+                cond: &etag_a,
+            },
+            Compare {
+                bucket: "tx",
+                key: "b",
+                cond: &absent,
+            },
+        ];
+        let two = Bytes::from_static(b"2");
+        let then = [
+            TxnOp::Get {
+                bucket: "tx",
+                key: "a",
+            },
+            TxnOp::Write(WriteOp::Put {
+                bucket: "tx",
+                key: "a",
+                content_type: b"text/plain",
+                value: &two,
+                expires_at: None,
+                cond: &Cond::NONE,
+            }),
+            TxnOp::Get {
+                bucket: "tx",
+                key: "a",
+            },
+            TxnOp::Write(WriteOp::Delete {
+                bucket: "tx",
+                key: "nothing",
+                cond: &Cond::NONE,
+                expire: false,
+            }),
+            TxnOp::Write(WriteOp::Put {
+                bucket: "tx",
+                key: "b",
+                content_type: b"",
+                value: &two,
+                expires_at: None,
+                cond: &Cond::NONE,
+            }),
+        ];
+        let otherwise = [TxnOp::Get {
+            bucket: "tx",
+            key: "a",
+        }];
+        let txn = Txn {
+            compares: &compares,
+            then: &then,
+            otherwise: &otherwise,
+        };
+        let out = block_on(s.txn(&txn)).expect("txn");
+        assert!(out.succeeded);
+        let r = out.revision;
+        assert!(r > a);
+        match &out.results[..] {
+            [
+                OpResult::Get(Some(before)),
+                OpResult::Put { revision: p1 },
+                OpResult::Get(Some(after)),
+                OpResult::Delete { deleted: false },
+                OpResult::Put { revision: p2 },
+            ] => {
+                assert_eq!((before.value.as_ref(), before.revision), (&b"1"[..], a));
+                assert_eq!((after.value.as_ref(), after.revision), (&b"2"[..], r));
+                assert_eq!((*p1, *p2), (r, r));
+            }
+            other => panic!("unexpected results {other:?}"),
+        }
+        assert_eq!(get(s, "tx", "b").map(|r| r.revision), Some(r));
+        // The same compares now fail (a changed, b exists): the else branch, no write.
+        let out = block_on(s.txn(&txn)).expect("txn");
+        assert!(!out.succeeded);
+        assert_eq!(
+            out.revision, r,
+            "a read-only branch names the current revision"
+        );
+        match &out.results[..] {
+            [OpResult::Get(Some(rec))] => assert_eq!(rec.revision, r),
+            other => panic!("unexpected results {other:?}"),
+        }
+    }
+
+    /// The feed holds every applied step in revision order and releases it once durable;
+    /// the scan sees every live record.
+    pub(super) fn feed_and_scan_follow_the_writes(s: &dyn Storage) {
+        let start = s.revision();
+        let mut revs = Vec::new();
+        for i in 0..5u8 {
+            let r = match put(s, "fd", &format!("k{i}"), b"", &[i], &Cond::NONE).expect("put") {
+                PutOutcome::Created(r) | PutOutcome::Replaced(r) => r,
+            };
+            revs.push(r);
+        }
+        del(s, "fd", "k0", &Cond::NONE).expect("delete");
+        let feed = s.feed();
+        assert!(
+            feed.released() >= *revs.last().expect("revs"),
+            "acknowledged = released"
+        );
+        let events = feed.between(start, u64::MAX).expect("history");
+        assert_eq!(events.len(), 6);
+        assert!(events.windows(2).all(|w| w[0].revision < w[1].revision));
+        assert_eq!(events[5].kind, EventKind::Delete);
+        let scanned = s.scan(None, 100, now_secs()).expect("scan");
+        let keys: Vec<_> = scanned
+            .iter()
+            .filter(|x| x.bucket == "fd")
+            .map(|x| x.key.as_str())
+            .collect();
+        assert_eq!(keys, ["k1", "k2", "k3", "k4"]);
+        let half = s.scan(None, 2, now_secs()).expect("scan");
+        let rest = s
+            .scan(Some(&half[1].engine_key), 100, now_secs())
+            .expect("scan");
+        assert_eq!(half.len() + rest.len(), scanned.len());
+        // A list with values returns the records, cut by value bytes.
+        let opts = ListOpts {
+            limit: 100,
+            values: Some(1),
+        };
+        let page = block_on(s.list("fd", "", None, opts)).expect("list");
+        assert_eq!((page.keys.len(), page.records.len()), (1, 1));
+        assert_eq!(page.next.as_deref(), Some("k1"));
+        assert_eq!(page.records[0].value.as_ref(), &[1u8][..]);
+    }
 }
 
 /// Runs every case against every engine: `engines` × `cases` tests.
@@ -385,5 +608,8 @@ suite! {
         limits_are_refused_never_truncated,
         a_step_is_all_or_nothing_under_one_revision,
         revisions_follow_apply_order_under_races,
+        expired_records_are_invisible_then_swept,
+        transactions_are_one_step,
+        feed_and_scan_follow_the_writes,
     ]
 }

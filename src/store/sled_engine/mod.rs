@@ -35,8 +35,9 @@ use bytes::{Bytes, BytesMut};
 use self::commit::Committer;
 use self::record::{Body, Sizing};
 use super::{
-    ErrorKind, ListRange, Page, Record, StoreCall, StoreError, WriteOp, Written, check_step,
-    clock_floor, compose, page_from,
+    ErrorKind, Expiring, Feed, ListOpts, ListRange, Locked, Page, Read, Record, Scanned, StoreCall,
+    StoreError, Txn, TxnOutcome, WriteOp, Written, check_step, clock_floor, compose, events_of,
+    judged, now_secs, page_from, run_txn, split,
 };
 use crate::config::{Durability, StorageCfg};
 use crate::metrics::Metrics;
@@ -83,6 +84,8 @@ struct Files {
     applied: AtomicU64,
     /// Every revision up to this one is durable: the `applied` a successful flush started from.
     durable: AtomicU64,
+    /// The change feed: events are appended as steps apply, released here once durable.
+    feed: Feed,
 }
 
 impl Files {
@@ -102,7 +105,8 @@ impl Files {
             });
         self.up.store(r.is_ok(), Ordering::Release);
         if r.is_ok() {
-            self.durable.fetch_max(upto, Ordering::AcqRel);
+            let durable = self.durable.fetch_max(upto, Ordering::AcqRel).max(upto);
+            self.feed.release(durable);
         }
         r
     }
@@ -136,7 +140,7 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
     e.to_string().replace('\n', " ")
 }
 
-enum Read {
+enum Fetched {
     Done(Option<Record>),
     /// A chunk was missing: the record changed while we read it.
     Raced,
@@ -145,7 +149,11 @@ enum Read {
 impl SledStore {
     /// Opens (or creates) the store. Refuses a path whose parent does not exist, so a typo
     /// does not grow a new directory tree. The error is one line naming the path.
-    pub fn open(cfg: &StorageCfg, metrics: Arc<Metrics>) -> Result<SledStore, String> {
+    pub fn open(
+        cfg: &StorageCfg,
+        history: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<SledStore, String> {
         let path = &cfg.path;
         let shown = path.display();
         let parent = match path.parent() {
@@ -188,6 +196,7 @@ impl SledStore {
             announced: AtomicU64::new(0),
             applied: AtomicU64::new(0),
             durable: AtomicU64::new(0),
+            feed: Feed::new(0, history),
         });
         let sizing = Sizing::for_segment(segment_size);
         let boot = |what: &str, e: StoreError| {
@@ -198,6 +207,7 @@ impl SledStore {
         for mark in [&files.announced, &files.applied, &files.durable] {
             mark.store(writer.last, Ordering::Release);
         }
+        files.feed.restart_at(writer.last);
         migrate_v1(&db, &sizing).map_err(|e| boot("record format upgrade", e))?;
         files.sync(&db).map_err(|e| boot("first flush", e))?;
         let flusher_db = db.clone();
@@ -229,25 +239,25 @@ impl SledStore {
 
     fn read(&self, k: &[u8]) -> Result<Option<Record>, StoreError> {
         for _ in 0..READ_ATTEMPTS {
-            if let Read::Done(r) = self.read_once(k)? {
+            if let Fetched::Done(r) = self.read_once(k)? {
                 return Ok(r);
             }
         }
         // Still racing with writers of this key: read under the lock they hold.
         let _writer = self.writer.lock().map_err(|_| poisoned())?;
         match self.read_once(k)? {
-            Read::Done(r) => Ok(r),
-            Read::Raced => Err(StoreError::internal("a chunk of a stored value is missing")),
+            Fetched::Done(r) => Ok(r),
+            Fetched::Raced => Err(StoreError::internal("a chunk of a stored value is missing")),
         }
     }
 
-    fn read_once(&self, k: &[u8]) -> Result<Read, StoreError> {
+    fn read_once(&self, k: &[u8]) -> Result<Fetched, StoreError> {
         let Some(rec) = self
             .db
             .get(k)
             .map_err(|e| from_sled("store read failed", e))?
         else {
-            return Ok(Read::Done(None));
+            return Ok(Fetched::Done(None));
         };
         let head = record::decode(&rec)?;
         // The record's own bytes back both slices: no copy.
@@ -257,11 +267,11 @@ impl SledStore {
             Body::Chunked { slot, count, len } => {
                 match self.read_chunks(head.revision, slot, count, len)? {
                     Some(v) => v,
-                    None => return Ok(Read::Raced),
+                    None => return Ok(Fetched::Raced),
                 }
             }
         };
-        Ok(Read::Done(Some(Record {
+        Ok(Fetched::Done(Some(Record {
             value,
             content_type: rec.slice(head.content_type),
             revision: head.revision,
@@ -330,9 +340,13 @@ impl SledStore {
     }
 
     /// One write step under the writer lock. `false` = nothing changed.
-    fn apply(&self, ops: &[WriteOp<'_>]) -> Result<(Written, bool), StoreError> {
+    fn apply(
+        &self,
+        w: &mut Writer,
+        ops: &[WriteOp<'_>],
+        now: u64,
+    ) -> Result<(Written, bool), StoreError> {
         check_step(ops)?;
-        let mut w = self.lock_writer()?;
         let mut keys = Vec::with_capacity(ops.len());
         let mut olds = Vec::with_capacity(ops.len());
         let mut existed = Written::new(0);
@@ -345,10 +359,7 @@ impl SledStore {
                 .map_err(|e| from_sled("store read failed", e))?
                 .map(|rec| record::decode(&rec))
                 .transpose()?;
-            if !op.cond().holds(old.as_ref().map(|h| h.revision)) {
-                return Err(StoreError::precondition());
-            }
-            if old.is_some() {
+            if judged(op, old.as_ref().map(|h| (h.revision, h.expires_at)), now)?.is_some() {
                 existed.set_existed(i);
             }
             keys.push(k);
@@ -357,52 +368,63 @@ impl SledStore {
         if !existed.changed(ops) {
             return Ok((Written::new(w.last), false));
         }
-        let revision = self.next_revision(&mut w)?;
+        let revision = self.next_revision(w)?;
         let mut written = Written::new(revision);
         // Every tree item the step writes (`None` = remove), applied atomically below.
         let mut items: Vec<(Vec<u8>, Option<sled::IVec>)> = Vec::with_capacity(ops.len());
         for (i, (op, k)) in ops.iter().zip(keys).enumerate() {
             let slot = u16::try_from(i).expect("at most 64 ops per step");
-            if let Some(old) = &olds[i] {
+            let is_put = matches!(op, WriteOp::Put { .. });
+            if existed.existed(i) {
                 written.set_existed(i);
+            }
+            // A delete leaves a missing or expired key alone (the sweeper removes it); a put
+            // replaces whatever is there, expired or not.
+            if let Some(old) = &olds[i]
+                && (is_put || existed.existed(i))
+            {
                 if let Body::Chunked { slot, count, .. } = old.body {
                     for index in 0..count {
                         items.push((record::chunk_key(old.revision, slot, index).to_vec(), None));
                     }
                 }
+                if let Some(at) = old.expires_at {
+                    items.push((record::ttl_key(at, &k), None));
+                }
+                if !is_put {
+                    items.push((k, None));
+                    continue;
+                }
             }
-            match *op {
-                WriteOp::Put {
-                    content_type,
-                    value,
-                    expires_at,
-                    ..
-                } => {
-                    let head = record::head_len(content_type, expires_at);
-                    let rec = if self.sizing.inline(k.len(), head, value.len()) {
-                        record::encode(revision, content_type, expires_at, value, None)
-                    } else {
-                        let mut count = 0u32;
-                        for piece in value.chunks(self.sizing.chunk_bytes) {
-                            let chunk = record::chunk_key(revision, slot, count).to_vec();
-                            items.push((chunk, Some(sled::IVec::from(piece))));
-                            count += 1;
-                        }
-                        record::encode(
-                            revision,
-                            content_type,
-                            expires_at,
-                            value,
-                            Some((slot, count)),
-                        )
-                    };
-                    items.push((k, Some(sled::IVec::from(rec))));
+            if let WriteOp::Put {
+                content_type,
+                value,
+                expires_at,
+                ..
+            } = *op
+            {
+                if let Some(at) = expires_at {
+                    items.push((record::ttl_key(at, &k), Some(sled::IVec::default())));
                 }
-                WriteOp::Delete { .. } => {
-                    if olds[i].is_some() {
-                        items.push((k, None));
+                let head = record::head_len(content_type, expires_at);
+                let rec = if self.sizing.inline(k.len(), head, value.len()) {
+                    record::encode(revision, content_type, expires_at, value, None)
+                } else {
+                    let mut count = 0u32;
+                    for piece in value.chunks(self.sizing.chunk_bytes) {
+                        let chunk = record::chunk_key(revision, slot, count).to_vec();
+                        items.push((chunk, Some(sled::IVec::from(piece))));
+                        count += 1;
                     }
-                }
+                    record::encode(
+                        revision,
+                        content_type,
+                        expires_at,
+                        value,
+                        Some((slot, count)),
+                    )
+                };
+                items.push((k, Some(sled::IVec::from(rec))));
             }
         }
         self.files.announced.fetch_max(revision, Ordering::AcqRel);
@@ -417,15 +439,47 @@ impl SledStore {
             return Err(e);
         }
         w.last = revision;
+        self.files.feed.append(events_of(ops, &written));
         self.files.applied.fetch_max(revision, Ordering::AcqRel);
+        if !self.sync {
+            // `periodic` promises nothing beyond "applied": watchers see it now.
+            self.files.feed.release(revision);
+        }
         Ok((written, true))
+    }
+}
+
+/// The tree under the writer lock, as a transaction sees it.
+struct View<'a> {
+    store: &'a SledStore,
+    writer: MutexGuard<'a, Writer>,
+    changed: bool,
+}
+
+impl Locked for View<'_> {
+    fn read(&mut self, bucket: &str, key: &str) -> Result<Option<Record>, StoreError> {
+        // No writer can race us: the lock is held.
+        match self.store.read_once(&compose(bucket, key))? {
+            Fetched::Done(r) => Ok(r),
+            Fetched::Raced => Err(StoreError::internal("a chunk of a stored value is missing")),
+        }
+    }
+
+    fn apply(&mut self, ops: &[WriteOp<'_>], now: u64) -> Result<Written, StoreError> {
+        let (written, changed) = self.store.apply(&mut self.writer, ops, now)?;
+        self.changed |= changed;
+        Ok(written)
     }
 }
 
 impl SledStore {
     /// `result`, once every revision up to `upto` is durable: at once when it already is (or
     /// in `periodic` mode, which promises no such thing), else after the flushes that cover it.
-    fn settle<T: Send + 'static>(&self, upto: u64, result: Result<T, StoreError>) -> StoreCall<T> {
+    fn settle_with<T: Send + 'static>(
+        &self,
+        upto: u64,
+        result: Result<T, StoreError>,
+    ) -> StoreCall<T> {
         if !self.sync || self.files.is_durable(upto) {
             return StoreCall::ready(result);
         }
@@ -455,6 +509,32 @@ impl SledStore {
     /// The newest revision a reader could have seen the effect of.
     fn announced(&self) -> u64 {
         self.files.announced.load(Ordering::Acquire)
+    }
+
+    /// The newest revision an answer may name: durable (`sync`) or applied (`periodic`).
+    fn visible(&self) -> u64 {
+        match self.sync {
+            true => self.files.durable.load(Ordering::Acquire),
+            false => self.files.applied.load(Ordering::Acquire),
+        }
+    }
+
+    /// A step that changed the tree: resolves once the group commit covering it is done.
+    fn committed(&self, written: Written) -> StoreCall<Written> {
+        match self.committer.enlist() {
+            Ok(None) => StoreCall::ready(Ok(written)),
+            Ok(Some(ticket)) => StoreCall::pending(async move {
+                match ticket.await {
+                    Ok(Ok(())) => Ok(written),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(StoreError::new(
+                        ErrorKind::Unavailable,
+                        "commit thread stopped",
+                    )),
+                }
+            }),
+            Err(e) => StoreCall::ready(Err(e)),
+        }
     }
 }
 
@@ -491,7 +571,7 @@ fn migrate_v1(db: &sled::Db, sizing: &Sizing) -> Result<(), StoreError> {
         return Ok(());
     }
     let mut rewritten = 0usize;
-    for item in db.range::<&[u8], _>((Bound::Included(&[0x02][..]), Bound::Unbounded)) {
+    for item in db.range::<&[u8], _>((Bound::Included(record::RECORDS_START), Bound::Unbounded)) {
         let (k, rec) = item.map_err(err)?;
         if rec.first() != Some(&0x00) {
             continue; // already v2
@@ -526,42 +606,41 @@ fn migrate_v1(db: &sled::Db, sizing: &Sizing) -> Result<(), StoreError> {
 }
 
 impl super::Storage for SledStore {
-    fn get(&self, bucket: &str, key: &str) -> StoreCall<Option<Record>> {
+    fn get(&self, bucket: &str, key: &str) -> StoreCall<Read> {
+        // Every write up to `visible` is applied, so the read reflects at least that revision.
+        let visible = self.visible();
         let found = self.read(&compose(bucket, key));
-        // A record shows its own write; an absence may show any step applied so far (a delete).
+        // A record shows its own write; an absence (or an expired record) may show any step
+        // applied so far (a delete).
+        let now = now_secs();
         let upto = match &found {
-            Ok(Some(r)) => r.revision,
-            Ok(None) => self.announced(),
+            Ok(Some(r)) if r.live(now) => r.revision,
+            Ok(_) => self.announced(),
             Err(_) => 0,
         };
-        self.settle(upto, found)
+        let read = found.map(|record| {
+            let record = record.filter(|r| r.live(now));
+            let revision = record.as_ref().map_or(visible, |r| r.revision.max(visible));
+            Read { record, revision }
+        });
+        self.settle_with(upto, read)
     }
 
     fn write(&self, ops: &[WriteOp<'_>]) -> StoreCall<Written> {
-        let written = match self.apply(ops) {
+        let applied = self
+            .lock_writer()
+            .and_then(|mut w| self.apply(&mut w, ops, now_secs()));
+        let written = match applied {
             Ok((w, true)) => w,
             // Nothing changed, or a condition failed: the answer (404, 412) shows the state the
             // step was judged on, which may hold writes not yet durable.
-            Ok((w, false)) => return self.settle(self.announced(), Ok(w)),
+            Ok((w, false)) => return self.settle_with(self.announced(), Ok(w)),
             Err(e) if e.kind() == ErrorKind::Precondition => {
-                return self.settle(self.announced(), Err(e));
+                return self.settle_with(self.announced(), Err(e));
             }
             Err(e) => return StoreCall::ready(Err(e)),
         };
-        match self.committer.enlist() {
-            Ok(None) => StoreCall::ready(Ok(written)),
-            Ok(Some(ticket)) => StoreCall::pending(async move {
-                match ticket.await {
-                    Ok(Ok(())) => Ok(written),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(StoreError::new(
-                        ErrorKind::Unavailable,
-                        "commit thread stopped",
-                    )),
-                }
-            }),
-            Err(e) => StoreCall::ready(Err(e)),
-        }
+        self.committed(written)
     }
 
     fn list(
@@ -569,17 +648,148 @@ impl super::Storage for SledStore {
         bucket: &str,
         prefix: &str,
         after: Option<&str>,
-        limit: usize,
+        opts: ListOpts,
     ) -> StoreCall<Page> {
+        let visible = self.visible();
         let range = ListRange::new(bucket, prefix, after);
-        let keys = self
+        let now = now_secs();
+        let items = self
             .db
             .range::<Vec<u8>, _>((range.lower.clone(), Bound::Unbounded))
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(k, _)| k.starts_with(&range.prefix))
+            })
+            .map(|item| -> Result<Option<(String, Record)>, StoreError> {
+                let (k, rec) = item.map_err(|e| from_sled("store read failed", e))?;
+                let head = record::decode(&rec)?;
+                if !super::live(head.expires_at, now) {
+                    return Ok(None);
+                }
+                let key = range.user_key(&k)?;
+                let record = if opts.values.is_some() {
+                    // Reads the value (chunks too); gone meanwhile = deleted meanwhile.
+                    match self.read(&k)? {
+                        Some(r) => r,
+                        None => return Ok(None),
+                    }
+                } else {
+                    Record {
+                        value: Bytes::new(),
+                        content_type: Bytes::new(),
+                        revision: head.revision,
+                        expires_at: head.expires_at,
+                    }
+                };
+                Ok(Some((key, record)))
+            })
+            .filter_map(Result::transpose);
+        let page = page_from(items, opts, visible);
+        self.settle_with(self.announced(), page)
+    }
+
+    fn txn(&self, txn: &Txn<'_>) -> StoreCall<TxnOutcome> {
+        let run = self.lock_writer().and_then(|writer| {
+            let mut view = View {
+                store: self,
+                writer,
+                changed: false,
+            };
+            let (mut outcome, changed) = run_txn(&mut view, txn, now_secs())?;
+            if !changed {
+                outcome.revision = view.writer.last;
+            }
+            Ok((outcome, changed))
+        });
+        match run {
+            Ok((outcome, true)) => {
+                let revision = outcome.revision;
+                self.committed(Written::new(revision))
+                    .map(move |_| Ok(outcome))
+            }
+            Ok((outcome, false)) => self.settle_with(self.announced(), Ok(outcome)),
+            Err(e) => StoreCall::ready(Err(e)),
+        }
+    }
+
+    fn expired(&self, now: u64, limit: usize) -> Result<Vec<Expiring>, StoreError> {
+        let upper = record::ttl_key(now.saturating_add(1), b"");
+        let mut out = Vec::new();
+        for item in self.db.range(record::ttl_key(0, b"")..upper) {
+            if out.len() == limit {
+                break;
+            }
+            let (k, _) = item.map_err(|e| from_sled("store read failed", e))?;
+            let engine_key = &k[9..];
+            let Some(rec) = self
+                .db
+                .get(engine_key)
+                .map_err(|e| from_sled("store read failed", e))?
+            else {
+                continue;
+            };
+            let head = record::decode(&rec)?;
+            let (bucket, key) = split(engine_key)?;
+            out.push(Expiring {
+                bucket,
+                key,
+                revision: head.revision,
+            });
+        }
+        Ok(out)
+    }
+
+    fn scan(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<Scanned>, StoreError> {
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(record::RECORDS_START.to_vec()),
+        };
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
             .keys()
-            .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(&range.prefix)))
-            .map(|k| range.user_key(&k.map_err(|e| from_sled("store read failed", e))?));
-        let page = page_from(keys, limit);
-        self.settle(self.announced(), page)
+        {
+            if out.len() == limit {
+                break;
+            }
+            let k = item.map_err(|e| from_sled("store read failed", e))?;
+            let Some(record) = self.read(&k)? else {
+                continue;
+            };
+            if !record.live(now) {
+                continue;
+            }
+            let (bucket, key) = split(&k)?;
+            out.push(Scanned {
+                engine_key: k.to_vec(),
+                bucket,
+                key,
+                record,
+            });
+        }
+        Ok(out)
+    }
+
+    fn revision(&self) -> u64 {
+        self.visible()
+    }
+
+    fn applied_revision(&self) -> Result<u64, StoreError> {
+        Ok(self.lock_writer()?.last)
+    }
+
+    fn settle(&self, revision: u64) -> StoreCall<()> {
+        self.settle_with(revision, Ok(()))
+    }
+
+    fn feed(&self) -> &Feed {
+        &self.files.feed
     }
 
     fn health(&self) -> bool {

@@ -5,6 +5,8 @@
 //! - `0x00 name`: engine metadata (the revision reservation, the record format).
 //! - `0x01 revision(u64 BE) slot(u16 BE) index(u32 BE)`: chunk `index` of the value written at
 //!   `revision` by op `slot` of its write step.
+//! - `0x02 expires_at(u64 BE) bucket/key`: the expiry index (empty value), one entry per
+//!   record with a TTL, so the sweeper finds what expired without a full scan.
 //!
 //! Records, v1 (before the format tag; first byte 0x00 since versions stay below 2^56):
 //! `version u64 | ct_len u16 | ct | bytes`.
@@ -22,6 +24,9 @@ const FLAG_EXPIRES: u8 = 0x01;
 const FLAG_CHUNKED: u8 = 0x02;
 
 pub(super) const CHUNK_PREFIX: u8 = 0x01;
+pub(super) const TTL_PREFIX: u8 = 0x02;
+/// The first byte any record key may have (records start with `[a-z0-9]`).
+pub(super) const RECORDS_START: &[u8] = b"0";
 /// A revision no lower than any handed out; made durable before it is passed.
 pub(super) const META_RESERVED: &[u8] = b"\x00reserved";
 /// The record format of the tree: absent = v1 records may need rewriting, 2 = done.
@@ -170,6 +175,16 @@ pub(super) fn encode(
         None => rec.extend_from_slice(value),
     }
     rec
+}
+
+/// The expiry index entry of a record: `0x02 expires_at(u64 BE) engine-key`, empty value.
+/// Written and removed in the same atomic step as the record it points at.
+pub(super) fn ttl_key(expires_at: u64, engine_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + engine_key.len());
+    k.push(TTL_PREFIX);
+    k.extend_from_slice(&expires_at.to_be_bytes());
+    k.extend_from_slice(engine_key);
+    k
 }
 
 /// The key prefix shared by every chunk of one value.

@@ -19,7 +19,7 @@ fn cfg(path: &Path, durability: Durability) -> StorageCfg {
 }
 
 fn open(path: &Path) -> SledStore {
-    SledStore::open(&cfg(path, Durability::Sync), metrics()).expect("store opens")
+    SledStore::open(&cfg(path, Durability::Sync), 1000, metrics()).expect("store opens")
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -35,6 +35,7 @@ fn put(s: &SledStore, key: &str, v: &[u8]) -> u64 {
         key,
         b"application/x-test",
         &Bytes::copy_from_slice(v),
+        None,
         &Cond::NONE,
     )) {
         Ok(PutOutcome::Created(r) | PutOutcome::Replaced(r)) => r,
@@ -43,7 +44,7 @@ fn put(s: &SledStore, key: &str, v: &[u8]) -> u64 {
 }
 
 fn get(s: &SledStore, key: &str) -> Option<Record> {
-    block_on(s.get("b", key)).expect("get")
+    block_on(s.get("b", key)).expect("get").record
 }
 
 fn value(seed: u32, len: usize) -> Vec<u8> {
@@ -146,6 +147,7 @@ fn missing_parent_and_locked_dir_are_refused_with_the_path() {
     let dir = tempfile::tempdir().expect("temp dir");
     let err = SledStore::open(
         &cfg(&dir.path().join("no/such/parent/db"), Durability::Sync),
+        1000,
         metrics(),
     )
     .expect_err("missing parent");
@@ -153,7 +155,7 @@ fn missing_parent_and_locked_dir_are_refused_with_the_path() {
     assert!(!err.contains('\n'));
     let path = dir.path().join("db");
     let first = open(&path);
-    let err = SledStore::open(&cfg(&path, Durability::Sync), metrics())
+    let err = SledStore::open(&cfg(&path, Durability::Sync), 1000, metrics())
         .expect_err("the directory is locked");
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
     assert!(!err.contains('\n'));
@@ -196,7 +198,7 @@ fn a_torn_conf_or_snapshot_is_repaired_on_reopen() {
     ];
     for (what, damage) in damages {
         damage(&path);
-        let s = SledStore::open(&cfg(&path, Durability::Sync), metrics())
+        let s = SledStore::open(&cfg(&path, Durability::Sync), 1000, metrics())
             .unwrap_or_else(|e| panic!("{what}: store did not reopen: {e}"));
         assert_eq!(&get(&s, "small").expect(what).value[..], b"v", "{what}");
         assert!(get(&s, "big").expect(what).value[..] == big[..], "{what}");
@@ -314,7 +316,7 @@ fn revisions_are_never_reused_after_lost_writes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("db");
     let before = dir.path().join("before");
-    let s = SledStore::open(&cfg(&path, Durability::Periodic), metrics()).expect("open");
+    let s = SledStore::open(&cfg(&path, Durability::Periodic), 1000, metrics()).expect("open");
     // What a power loss right after the open would leave: the open made its state durable.
     power_loss_copy(&path, &before);
     let lost: Vec<u64> = (0..500)
