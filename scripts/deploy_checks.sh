@@ -13,6 +13,7 @@
 #      message, without a scrape).
 #
 # Usage: [MICRONODE_BIN=path/to/micronode] [METRICS_FILE=scrape.txt] scripts/deploy_checks.sh [scrape.txt]
+# (a relative MICRONODE_BIN is taken from the repository root, where the script runs).
 # Installs nothing unless CI=true (then it apt-get installs what is missing); outside CI a
 # missing tool is exit 3 with a message naming it. Any failed check is exit 1.
 set -euo pipefail
@@ -72,7 +73,11 @@ fail() {
 
 # --- 1. systemd-analyze verify -------------------------------------------------------------
 echo "== systemd-analyze verify $unit"
-if [ -n "${MICRONODE_BIN:-}" ] && [ -x "${MICRONODE_BIN}" ]; then
+if [ -n "${MICRONODE_BIN:-}" ]; then
+  if [ ! -x "$MICRONODE_BIN" ]; then
+    echo "deploy checks: MICRONODE_BIN=$MICRONODE_BIN is not an executable file" >&2
+    exit 1
+  fi
   bin=$(cd "$(dirname "$MICRONODE_BIN")" && pwd)/$(basename "$MICRONODE_BIN")
   exec_note="ExecStart pointed at $bin"
 else
