@@ -4,8 +4,8 @@
 #      ($MICRONODE_BIN) in a temporary copy; any warning it prints fails the check;
 #   2. systemd-analyze security --offline=yes: the overall exposure must be <= MAX_EXPOSURE (2.0);
 #   3. the system calls the release binary makes while serving (boot, KV writes with fsync,
-#      SIGHUP, SIGTERM), traced with strace, all pass the unit's SystemCallFilter (skipped
-#      without strace or without $MICRONODE_BIN);
+#      SIGHUP, SIGTERM; over TLS), traced with strace, all pass the unit's SystemCallFilter,
+#      and it maps no writable-executable memory (skipped without strace or $MICRONODE_BIN);
 #   4. promtool check rules and promtool test rules on the alert rules and their tests;
 #   5. jq parses the Grafana dashboard and finds the variables it relies on;
 #   6. every metric name used by the dashboard's queries and the alert rules is in a /metrics
@@ -60,8 +60,12 @@ fi
 
 work=$(mktemp -d)
 trace_pid=""
+server_pid=""
 cleanup() {
-  if [ -n "$trace_pid" ] && kill -0 "$trace_pid" 2>/dev/null; then kill -9 "$trace_pid" 2>/dev/null || true; fi
+  local p
+  for p in "$server_pid" "$trace_pid"; do
+    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then kill -9 "$p" 2>/dev/null || true; fi
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -127,6 +131,8 @@ if ! command -v strace >/dev/null; then
   echo "syscalls: SKIPPED (no strace)"
 elif [ "$bin" = /bin/true ]; then
   echo "syscalls: SKIPPED (no MICRONODE_BIN)"
+elif ! strace -qq -o /dev/null true 2>/dev/null; then
+  echo "syscalls: SKIPPED (strace cannot trace here: ptrace refused)"
 else
   : >"$work/allow"
   : >"$work/deny"
@@ -149,45 +155,57 @@ else
   sort -u "$work/deny" -o "$work/deny"
   comm -23 "$work/allow" "$work/deny" >"$work/permitted"
 
+  # Served over TLS when the binary can make a development certificate, so that the
+  # handshake paths are traced too.
   mkdir "$work/data"
+  tls_env=()
+  scheme=http
+  curl_tls=()
+  if "$bin" tls dev-cert --out "$work/certs" >/dev/null 2>&1; then
+    tls_env=(MICRONODE_TLS_CERT="$work/certs/cert.pem" MICRONODE_TLS_KEY="$work/certs/key.pem")
+    scheme=https
+    curl_tls=(--cacert "$work/certs/cert.pem")
+  fi
   env MICRONODE_BIND_ADDR=127.0.0.1:0 MICRONODE_LOG_FORMAT=json MICRONODE_STORAGE_PATH="$work/data" \
-    strace -f -qq -o "$work/trace" "$bin" serve >"$work/trace.log" 2>&1 &
+    "${tls_env[@]}" strace -f -qq -o "$work/trace" "$bin" serve >"$work/trace.log" 2>&1 &
   trace_pid=$!
   addr=""
   for _ in $(seq 1 200); do
     addr=$(sed -n '/"addr":"/{s/.*"addr":"\([^"]*\)".*/\1/p;q;}' "$work/trace.log")
-    [ -n "$addr" ] && curl -fs -o /dev/null "http://$addr/healthz" && break
+    [ -n "$addr" ] && curl -fs "${curl_tls[@]}" -o /dev/null "$scheme://$addr/healthz" && break
     kill -0 "$trace_pid" 2>/dev/null || break
     addr=""
     sleep 0.05
   done
-  if [ -z "$addr" ]; then
+  # The server is strace's child, the first pid in the trace (its execve).
+  server_pid=$(awk 'NR == 1 { print $1; exit }' "$work/trace" 2>/dev/null || true)
+  if [ -z "$addr" ] || [ -z "$server_pid" ]; then
     cat "$work/trace.log" >&2
     fail "the traced server did not come up"
   else
-    base="http://$addr"
+    base="$scheme://$addr"
+    req() { curl -fsS "${curl_tls[@]}" -o /dev/null "$@" || fail "traced server: curl $*"; }
     for i in 1 2 3; do
-      curl -fsS -o /dev/null -X PUT --data-binary "v$i" "$base/v1/kv/deploy/k$i"
+      req -X PUT --data-binary "v$i" "$base/v1/kv/deploy/k$i"
     done
-    curl -fsS -o /dev/null "$base/v1/kv/deploy/k1"
-    curl -fsS -o /dev/null "$base/v1/kv/deploy"
-    curl -fsS -o /dev/null -X DELETE "$base/v1/kv/deploy/k2"
-    curl -fsS -o /dev/null "$base/metrics"
-    curl -fsS -o /dev/null "$base/readyz"
-    # The server is strace's child: signal it, not strace.
-    spid=$(pgrep -P "$trace_pid" | head -1 || true)
-    if [ -n "$spid" ]; then
-      kill -HUP "$spid"
-      sleep 0.5
-      kill -TERM "$spid"
-    fi
+    req "$base/v1/kv/deploy/k1"
+    req "$base/v1/kv/deploy"
+    req -X DELETE "$base/v1/kv/deploy/k2"
+    req --http2 "$base/metrics"
+    req "$base/readyz"
+    kill -HUP "$server_pid"
+    sleep 0.5
+    req "$base/healthz"
+    kill -TERM "$server_pid"
     rc=0
     wait "$trace_pid" || rc=$?
     trace_pid=""
+    server_pid=""
     [ "$rc" -eq 0 ] || {
       cat "$work/trace.log" >&2
       fail "the traced server exited $rc"
     }
+    grep -q '"configuration reloaded"' "$work/trace.log" || fail "the traced server did not log the SIGHUP reload"
     # One syscall name per line of strace output: "PID name(args) = result".
     awk '{ sub(/^[0-9]+ +/, ""); if (match($0, /^[a-z0-9_]+\(/)) print substr($0, 1, RLENGTH - 1) }' \
       "$work/trace" | sort -u >"$work/used"
@@ -196,7 +214,15 @@ else
     if [ -n "$outside" ]; then
       fail "system calls outside the unit's SystemCallFilter: $(echo "$outside" | tr '\n' ' ')"
     else
-      echo "syscalls: $(wc -l <"$work/used") distinct, all permitted by the filter"
+      echo "syscalls ($scheme): $(wc -l <"$work/used") distinct, all permitted by the filter"
+    fi
+    # MemoryDenyWriteExecute=yes refuses writable+executable mappings and making memory
+    # executable after the fact.
+    wx=$(grep -E 'mmap\([^)]*PROT_WRITE\|PROT_EXEC|(pkey_)?mprotect\([^)]*PROT_EXEC' "$work/trace" | head -3 || true)
+    if [ -n "$wx" ]; then
+      fail "writable-executable memory, refused by MemoryDenyWriteExecute=yes: $wx"
+    else
+      echo "memory: no writable-executable mappings (MemoryDenyWriteExecute=yes holds)"
     fi
   fi
 fi
