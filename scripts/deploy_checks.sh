@@ -5,7 +5,8 @@
 #   2. systemd-analyze security --offline=yes: the overall exposure must be <= MAX_EXPOSURE (2.0);
 #   3. the system calls the release binary makes while serving (boot, KV writes with fsync,
 #      SIGHUP, SIGTERM; over TLS), traced with strace, all pass the unit's SystemCallFilter,
-#      and it maps no writable-executable memory (skipped without strace or $MICRONODE_BIN);
+#      it writes only under its storage path and maps no writable-executable memory
+#      (skipped without strace or $MICRONODE_BIN);
 #   4. promtool check rules and promtool test rules on the alert rules and their tests;
 #   5. jq parses the Grafana dashboard and finds the variables it relies on;
 #   6. every metric name used by the dashboard's queries and the alert rules is in a /metrics
@@ -215,6 +216,16 @@ else
       fail "system calls outside the unit's SystemCallFilter: $(echo "$outside" | tr '\n' ' ')"
     else
       echo "syscalls ($scheme): $(wc -l <"$work/used") distinct, all permitted by the filter"
+    fi
+    # ProtectSystem=strict leaves only the state directory writable: every file the server
+    # creates, opens for writing, renames or removes must be under its storage path.
+    writes=$(grep -E '^[0-9]+ +(open|openat|openat2)\([^"]*"[^"]*", [A-Z_|]*O_(WRONLY|RDWR|CREAT)|^[0-9]+ +(creat|mkdir|mkdirat|rename|renameat|renameat2|unlink|unlinkat|rmdir|link|linkat|symlink|symlinkat|truncate|mknod|mknodat)\(' "$work/trace" |
+      grep -oE '"[^"]*"' | tr -d '"' | sort -u || true)
+    outside_writes=$(printf '%s\n' "$writes" | grep -v -e '^$' -e "^$work/data\(/\|\$\)" -e '^/dev/null$' || true)
+    if [ -n "$outside_writes" ]; then
+      fail "writes outside the storage path, refused by ProtectSystem=strict: $(echo "$outside_writes" | tr '\n' ' ')"
+    else
+      echo "files: $(printf '%s\n' "$writes" | grep -c . || true) paths written, all under the storage path"
     fi
     # MemoryDenyWriteExecute=yes refuses writable+executable mappings and making memory
     # executable after the fact.
