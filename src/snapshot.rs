@@ -315,6 +315,11 @@ impl<R: BufRead> Reader<R> {
         &self.header
     }
 
+    /// The 1-based number of the line read last (the header is line 1).
+    pub fn line(&self) -> u64 {
+        self.line_no
+    }
+
     /// The next record; `Ok(None)` once the end line has been read and checked (then
     /// [`Reader::summary`] is set).
     pub fn next_record(&mut self) -> Result<Option<Record>, SnapshotError> {
@@ -602,9 +607,8 @@ mod tests {
     #[test]
     fn record_shapes_are_checked() {
         let mut out = Vec::new();
-        let w = Writer::new(&Header::new(1, 1), &mut out);
+        let _ = Writer::new(&Header::new(1, 1), &mut out);
         let header = out.clone();
-        drop(w);
         for (bad, what) in [
             (
                 r#"{"bucket":"a","key":"k","content_type":"","etag":"","value":"!!"}"#,
