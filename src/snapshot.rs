@@ -1,4 +1,4 @@
-//! The snapshot file format (docs/API.md, "Snapshot format"): newline-delimited JSON, one
+//! The snapshot file format (docs/CLI.md, "Snapshot file format"): newline-delimited JSON, one
 //! [`Header`] line, one line per live key ([`Entry`]) or system record, then one end line
 //! carrying the record count and the SHA-256 of every byte before it.
 //!

@@ -1,5 +1,5 @@
 //! `micronode snapshot save|verify|restore` (docs/CLI.md; the file format is in
-//! `micronode::snapshot` and docs/API.md).
+//! `micronode::snapshot` and docs/CLI.md).
 //!
 //! - `save FILE` streams `GET /v1/admin/snapshot` into a temp file beside FILE, syncs it,
 //!   verifies it, and only then renames it over FILE;
