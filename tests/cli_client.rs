@@ -492,3 +492,128 @@ fn snapshot_save_then_verify_and_restore() {
     let r = TestServer::start(&env);
     assert_eq!(r.get("/v1/kv/app/k69").body, b"v69");
 }
+
+// ---- The stream handling of watch and save, against canned answers ----
+
+/// A one-connection server on loopback that reads one request head and answers `answer`
+/// (then closes, which ends a body without a length). Returns its URL and the request head.
+fn canned(answer: Vec<u8>) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let thread = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).map(|n| n == 1).unwrap_or(false)
+        {
+            head.push(byte[0]);
+        }
+        let _ = conn.write_all(&answer);
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    (format!("http://{addr}"), thread)
+}
+
+/// `kv watch` turns SSE into JSON lines (comments skipped), then on `overflow` exits 3 naming
+/// the revision to resume from; the request carries the query and the bearer token.
+#[test]
+fn watch_prints_events_and_exits_3_on_overflow() {
+    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
+        : keep-alive\n\n\
+        id: 11\nevent: put\ndata: {\"bucket\":\"app\",\"key\":\"a b\",\"revision\":11}\n\n\
+        id: 12\nevent: delete\ndata: {\"bucket\":\"app\",\"key\":\"c\",\"revision\":12}\n\n\
+        event: overflow\ndata: {\"resume_from\":12}\n\n"
+        .to_vec();
+    let (u, server) = canned(answer);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, out, err) = run_binary(
+        &[
+            "kv", "watch", "app", "--prefix", "a b", "--since", "10", "--url", &u,
+        ],
+        &[("MICRONODE_TOKEN", "t0ken")],
+        dir.path(),
+    );
+    let head = server.join().expect("server thread");
+    assert!(
+        head.starts_with("GET /v1/watch/app?prefix=a%20b&since=10 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("authorization: Bearer t0ken\r\n"), "{head}");
+    assert_eq!(code, 3, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            r#"{"id":11,"event":"put","data":{"bucket":"app","key":"a b","revision":11}}"#,
+            r#"{"id":12,"event":"delete","data":{"bucket":"app","key":"c","revision":12}}"#,
+            r#"{"id":null,"event":"overflow","data":{"resume_from":12}}"#,
+        ]
+    );
+    assert!(err.contains("--since 12"), "{err}");
+    assert!(!err.contains("t0ken"), "{err}");
+}
+
+/// A watch stream the server ends cleanly is exit 0.
+#[test]
+fn watch_exits_0_when_the_stream_ends() {
+    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
+        id: 5\nevent: expire\ndata: {\"key\":\"k\"}\n\n"
+        .to_vec();
+    let (u, server) = canned(answer);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, out, err) = run_binary(&["kv", "watch", "app", "--url", &u], &[], dir.path());
+    server.join().expect("server thread");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "{\"id\":5,\"event\":\"expire\",\"data\":{\"key\":\"k\"}}\n"
+    );
+}
+
+/// `snapshot save` writes a streamed snapshot that verifies, and refuses (leaving no file,
+/// not even its temp file) one that does not.
+#[test]
+fn snapshot_save_keeps_only_verified_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = dir.path().join("good.ndjson");
+    write_snapshot(&good, &[row("app", "a", "text/plain", b"1", None)]);
+    let body = std::fs::read(&good).expect("read");
+    let answer = |body: &[u8]| {
+        let mut a =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nconnection: close\r\n\r\n"
+                .to_vec();
+        a.extend_from_slice(body);
+        a
+    };
+
+    let (u, server) = canned(answer(&body));
+    let saved = dir.path().join("saved.ndjson");
+    let saved_s = saved.to_str().expect("UTF-8 path");
+    let (code, out, err) = run_binary(&["snapshot", "save", saved_s, "--url", &u], &[], dir.path());
+    let head = server.join().expect("server thread");
+    assert!(
+        head.starts_with("GET /v1/admin/snapshot HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("{{\"revision\":7,\"count\":2,\"bytes\":{}}}\n", body.len())
+    );
+    assert_eq!(std::fs::read(&saved).expect("saved file"), body);
+
+    let (u, server) = canned(answer(&body[..body.len() - 10]));
+    let cut = dir.path().join("cut.ndjson");
+    let cut_s = cut.to_str().expect("UTF-8 path");
+    let (code, _, err) = run_binary(&["snapshot", "save", cut_s, "--url", &u], &[], dir.path());
+    server.join().expect("server thread");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("failed verification"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!left.iter().any(|n| n.contains("cut")), "{left:?}");
+}
