@@ -12,6 +12,8 @@
 //! - [`handlers`] — plain handlers: admin plane, KV, dev routes.
 //! - [`app`]      — the shared state of one server, request ids.
 //! - [`store`]    — the `Storage` contract, the `sled` and `mem` engines, group commit.
+//! - [`snapshot`] — the snapshot file format: header, key and system records, end line with
+//!   count and SHA-256; an incremental writer and a checking reader.
 //! - [`ready`]    — readiness probes, draining, the windowed error-rate gate.
 //! - [`metrics`]  — the Prometheus registry, label sets handed over at boot.
 //! - [`latency`]  — dev-only service-time HdrHistograms behind `/dev/latency`.
@@ -35,6 +37,7 @@ pub(crate) mod response;
 pub(crate) mod router;
 pub mod server;
 pub mod service;
+pub mod snapshot;
 pub mod store;
 pub mod tls;
 pub mod wire;
@@ -49,4 +52,10 @@ pub fn build_app(cfg: config::Config) -> Result<Arc<app::App>, String> {
     let times = dev_metrics.then(|| latency::ServiceTimes::new(&router::templates()));
     let store = store::open(&cfg, Arc::clone(&metrics))?;
     Ok(Arc::new(app::App::new(cfg, metrics, store, times)))
+}
+
+/// Opens the configured engine outside a server, for offline tools (`micronode snapshot
+/// restore`): the engine's metrics go to a registry nobody scrapes.
+pub fn open_store_offline(cfg: &config::Config) -> Result<Arc<dyn store::Storage>, String> {
+    store::open(cfg, Arc::new(metrics::Metrics::new(&[])))
 }

@@ -52,7 +52,7 @@ fn low_layers_import_nothing_of_the_request_path() {
     let g = graph();
     let upper = ["server", "service", "router", "guards", "handlers", "app"];
     for leaf in [
-        "metrics", "store", "config", "error", "wire", "response", "ready", "latency",
+        "metrics", "store", "config", "error", "wire", "response", "ready", "latency", "snapshot",
     ] {
         let deps = g.get(leaf).unwrap_or_else(|| panic!("no module {leaf}"));
         for u in upper {

@@ -8,6 +8,11 @@
 //! - [`check_config`] — `micronode check-config` (alias `--check-config`);
 //! - [`completions`] — `micronode completions bash|zsh|fish`;
 //! - [`tls`] — `micronode tls dev-cert --out DIR`;
+//! - [`kv`] — `micronode kv get|put|delete|list|watch` (client);
+//! - [`txn`] — `micronode txn FILE.json` (client);
+//! - [`snapshot`] — `micronode snapshot save` (client), `verify` and `restore` (offline);
+//! - [`client`] — the HTTP client of the client commands: `--url`, `--token`, `--cacert`,
+//!   one connection per command, the 10 s bound, error envelope → message and exit code;
 //! - [`out`] — stdout that treats a closed pipe as success (`micronode --help | head`).
 //!
 //! # Adding a subcommand
@@ -19,16 +24,22 @@
 //!    `Some(Command::Kv(args)) => kv::run(args),` in [`Cli::run`].
 //!
 //! Nothing else changes: help, completions and the tests' `--help` listing follow the enum.
-//! Later commands planned this way: `kv`, `txn`, `snapshot`, `auth`, `audit`.
+//! A client command also flattens [`client::ClientArgs`] into its `Args` and talks to the
+//! server through [`client::Client`]. Later commands planned this way: `auth`, `audit`.
 //!
 //! Exit codes: 0 success, 1 failure after the configuration was accepted (store, bind, final
-//! flush, or stdout), 2 configuration or command-line error.
+//! flush, or stdout) or, for a client command, an error answer or an unreachable server,
+//! 2 configuration or command-line error, 3 `kv watch` ended by `overflow` (docs/CLI.md).
 
 mod check_config;
+mod client;
 mod completions;
+mod kv;
 mod out;
 mod serve;
+mod snapshot;
 mod tls;
+mod txn;
 
 use std::process::ExitCode;
 
@@ -71,6 +82,12 @@ enum Command {
     Completions(completions::Args),
     /// TLS helpers: `tls dev-cert --out DIR` writes a self-signed development certificate.
     Tls(tls::Args),
+    /// Client: read, write, list and watch keys on a running server.
+    Kv(kv::Args),
+    /// Client: run an atomic transaction from a JSON file (`-` = stdin).
+    Txn(txn::Args),
+    /// Save a snapshot from a running server; verify a snapshot file; restore one offline.
+    Snapshot(snapshot::Args),
     /// Print the knob table of docs/CONFIG.md (generated from the knob declaration).
     #[command(hide = true)]
     ConfigDocs,
@@ -116,6 +133,9 @@ impl Cli {
             Some(Command::CheckConfig(args)) => check_config::run(args),
             Some(Command::Completions(args)) => completions::run(args, Cli::command()),
             Some(Command::Tls(args)) => tls::run(args),
+            Some(Command::Kv(args)) => kv::run(args),
+            Some(Command::Txn(args)) => txn::run(args),
+            Some(Command::Snapshot(args)) => snapshot::run(args),
             Some(Command::ConfigDocs) => out::print(micronode::config::docs_table()),
         }
     }

@@ -560,17 +560,44 @@ pub fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
 
 /// Runs the binary to completion (config checks); returns exit code, stdout, stderr.
 pub fn run_binary(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (i32, String, String) {
-    let out = Command::new(binary())
+    let (code, stdout, stderr) = run_binary_with(args, env, cwd, None);
+    (code, String::from_utf8_lossy(&stdout).into_owned(), stderr)
+}
+
+/// Runs the binary to completion with `stdin` fed to it (`None`: no stdin at all); returns
+/// exit code, stdout as raw bytes (client commands print values unchanged), stderr.
+pub fn run_binary_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+    cwd: &Path,
+    stdin: Option<&[u8]>,
+) -> (i32, Vec<u8>, String) {
+    let mut child = Command::new(binary())
         .args(args)
         .current_dir(cwd)
         .env_clear()
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run micronode");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        let input = input.to_vec();
+        // A writer thread, so a child that prints before reading everything cannot deadlock.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let out = child.wait_with_output().expect("wait for micronode");
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.stdout,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
