@@ -439,14 +439,21 @@ fn watch_prints_one_line_per_event_and_exits_0_at_the_end() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn watch");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    // The watch starts from the current revision: write until an event shows up.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The watch starts from the current revision, and may not be connected yet: write until
+    // an event shows up.
     let first = support::poll("the first watch event", || {
         assert_eq!(
             s.request("PUT", "/v1/kv/app/w", &[], Some(b"v")).status / 100,
             2
         );
-        lines.next().and_then(Result::ok)
+        rx.recv_timeout(std::time::Duration::from_millis(100)).ok()
     });
     let v: Value = serde_json::from_str(&first).expect("JSON line");
     assert_eq!(v["event"], "put", "{v}");
