@@ -9,9 +9,11 @@
 //! - [`router`]   — THE route table (template, plane, per-method handler and guard spec) and
 //!   the metric label sets derived from it.
 //! - [`guards`]   — inline head checks: rate limit, decode, body cap, concurrency, timeout.
-//! - [`handlers`] — plain handlers: admin plane, KV, dev routes.
-//! - [`app`]      — the shared state of one server, request ids.
-//! - [`store`]    — the `Storage` contract, the `sled` and `mem` engines, group commit.
+//! - [`handlers`] — plain handlers: admin plane, KV, watch (SSE), transactions, snapshots,
+//!   dev routes.
+//! - [`app`]      — the shared state of one server, request ids, open streams.
+//! - [`store`]    — the `Storage` contract, the `sled` and `mem` engines, group commit, the
+//!   change feed, the TTL sweeper, point-in-time dumps.
 //! - [`snapshot`] — the snapshot file format: header, key and system records, end line with
 //!   count and SHA-256; an incremental writer and a checking reader.
 //! - [`ready`]    — readiness probes, draining, the windowed error-rate gate.
@@ -20,7 +22,8 @@
 //! - [`config`]   — defaults < TOML file < env; every knob declared once, validated at boot.
 //! - [`error`]    — the code table and the one response error type with its envelope.
 //! - [`response`] — response bodies (full or streamed) and builders.
-//! - [`wire`]     — types every layer shares: methods, request body, path params, conn info.
+//! - [`wire`]     — types every layer shares: methods, request body, path params, query,
+//!   conn info, header names.
 //! - [`logging`]  — tracing setup (`RUST_LOG`, text or JSON).
 
 #![warn(unreachable_pub)]
