@@ -711,7 +711,137 @@ impl Metrics {
             "micronode_config_last_reload_success_timestamp_seconds {}",
             self.config_last_reload_ok.load(Relaxed)
         );
+        process::render(&mut out);
         out
+    }
+}
+
+/// The standard process collector's families, read from `/proc/self` at scrape time (absent
+/// where `/proc` is not mounted).
+mod process {
+    use std::fmt::Write as _;
+
+    /// `/proc` reports times in USER_HZ, which Linux fixes at 100 for user space.
+    const USER_HZ: f64 = 100.0;
+
+    fn stat_fields() -> Option<Vec<String>> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) may hold spaces: split after its closing parenthesis.
+        let rest = stat.get(stat.rfind(')')? + 2..)?;
+        Some(rest.split_whitespace().map(str::to_owned).collect())
+    }
+
+    fn field(fields: &[String], n: usize) -> Option<f64> {
+        // `fields` starts at field 3 (state) of proc(5).
+        fields.get(n - 3)?.parse().ok()
+    }
+
+    fn boot_time() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        stat.lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn rss_bytes() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
+    fn max_fds() -> Option<u64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    }
+
+    fn gauge(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+
+    pub(super) fn render(out: &mut String) {
+        if let Some(f) = stat_fields() {
+            if let (Some(utime), Some(stime)) = (field(&f, 14), field(&f, 15)) {
+                let help = "Total user and system CPU time spent in seconds.";
+                gauge(
+                    out,
+                    "process_cpu_seconds_total",
+                    "counter",
+                    help,
+                    (utime + stime) / USER_HZ,
+                );
+            }
+            if let (Some(start), Some(boot)) = (field(&f, 22), boot_time()) {
+                let help = "Start time of the process since unix epoch in seconds.";
+                gauge(
+                    out,
+                    "process_start_time_seconds",
+                    "gauge",
+                    help,
+                    boot + start / USER_HZ,
+                );
+            }
+        }
+        if let Some(rss) = rss_bytes() {
+            let help = "Resident memory size in bytes.";
+            gauge(
+                out,
+                "process_resident_memory_bytes",
+                "gauge",
+                help,
+                rss as f64,
+            );
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            // The directory handle itself is one of the entries.
+            let n = dir.count().saturating_sub(1);
+            gauge(
+                out,
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                n as f64,
+            );
+        }
+        if let Some(max) = max_fds() {
+            let help = "Maximum number of open file descriptors.";
+            gauge(out, "process_max_fds", "gauge", help, max as f64);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn process_families_are_read_from_proc() {
+            let mut out = String::new();
+            super::render(&mut out);
+            for family in [
+                "process_cpu_seconds_total",
+                "process_start_time_seconds",
+                "process_resident_memory_bytes",
+                "process_open_fds",
+            ] {
+                let line = out
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{family} ")))
+                    .unwrap_or_else(|| panic!("{family} missing in {out}"));
+                let v: f64 = line[family.len() + 1..].parse().expect("a number");
+                // A young process may not have used a whole tick of CPU yet.
+                let floor_ok = family == "process_cpu_seconds_total" || v > 0.0;
+                assert!(v >= 0.0 && floor_ok, "{line}");
+            }
+        }
     }
 }
 

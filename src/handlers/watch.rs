@@ -28,7 +28,7 @@ use super::Cx;
 use super::kv::{parse_bool, tag_revision, valid_bucket};
 use crate::app::WatcherSlot;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{KvOp, Metrics};
 use crate::response::{Body, Resp};
 use crate::store::feed::Read;
 use crate::store::{Event, EventKind, Storage};
@@ -82,6 +82,7 @@ pub async fn get_watch(cx: Cx<'_>) -> Result<Resp, ApiError> {
         })
         .transpose()?;
     let slot = cx.app.streams.try_watch().ok_or(ApiError::Concurrency)?;
+    cx.app.metrics.kv_op(KvOp::Watch);
     let store = Arc::clone(&cx.app.store);
     let feed = store.feed();
     let cursor = match since {
