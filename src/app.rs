@@ -2,7 +2,9 @@
 //! the store. Built once at boot; every request borrows it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -30,15 +32,15 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub ready: Readiness,
     pub store: Arc<dyn Storage>,
-    /// The global bucket; `None` when `MICRONODE_RL_RPS` is 0.
-    pub rl_global: Option<TokenBucket>,
+    /// The global bucket; used only while `MICRONODE_RL_RPS` is above 0 (see [`App::rl_global`]).
+    rl_global: TokenBucket,
     /// `/dev/rl`'s own bucket, always on.
     pub rl_dev: TokenBucket,
     pub budgets: [InflightBudget; BudgetId::COUNT],
     /// Requests sleeping in the rate-limit tarpit (they hold no budget permit).
     pub tarpit: InflightBudget,
-    pub head_limits: HeadLimits,
-    pub body_limits: BodyLimits,
+    /// What a SIGHUP reload changes without a restart.
+    pub live: Live,
     pub version_body: Bytes,
     /// Service-time histograms for `/dev/latency`; `None` unless `MICRONODE_DEV_METRICS=1`.
     pub service_times: Option<ServiceTimes>,
@@ -57,15 +59,9 @@ impl App {
         store: Arc<dyn Storage>,
         service_times: Option<ServiceTimes>,
     ) -> App {
-        let rl = &cfg.rate_limit;
-        let burst_or_rps = |rps: u32, burst: u32| if burst == 0 { rps } else { burst };
-        let rl_global =
-            (rl.rps > 0).then(|| TokenBucket::new(rl.rps, burst_or_rps(rl.rps, rl.burst)));
-        let rl_dev = if rl.rps > 0 {
-            TokenBucket::new(rl.rps, burst_or_rps(rl.rps, rl.burst))
-        } else {
-            TokenBucket::new(DEV_RL_RPS, DEV_RL_BURST)
-        };
+        let (global, dev) = bucket_rates(&cfg);
+        let rl_global = TokenBucket::new(global.0, global.1);
+        let rl_dev = TokenBucket::new(dev.0, dev.1);
         let ready = Readiness::new(
             cfg.dev.ready,
             cfg.ready.error_gate_pct,
@@ -88,15 +84,7 @@ impl App {
                 InflightBudget::new(DEV_MAX_INFLIGHT),
             ],
             tarpit: InflightBudget::new(usize::MAX),
-            head_limits: HeadLimits {
-                max_body_bytes: cfg.limits.max_body_bytes,
-                allow_compressed: cfg.limits.allow_compressed,
-            },
-            body_limits: BodyLimits {
-                max_body_bytes: cfg.limits.max_body_bytes,
-                decode_abs_cap_bytes: cfg.limits.decode_abs_cap_bytes,
-                stall: cfg.body_read_timeout(),
-            },
+            live: Live::new(&cfg),
             rl_global,
             rl_dev,
             ready,
@@ -110,6 +98,64 @@ impl App {
 
     pub fn budget(&self, id: BudgetId) -> &InflightBudget {
         &self.budgets[id as usize]
+    }
+
+    /// The global token bucket, while a global rate is configured.
+    pub fn rl_global(&self) -> Option<&TokenBucket> {
+        self.live
+            .rl_on
+            .load(Ordering::Relaxed)
+            .then_some(&self.rl_global)
+    }
+
+    /// The head checks' limits now.
+    pub fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_body_bytes: self.live.max_body_bytes.load(Ordering::Relaxed),
+            allow_compressed: self.live.allow_compressed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The body reader's limits now.
+    pub fn body_limits(&self) -> BodyLimits {
+        BodyLimits {
+            max_body_bytes: self.live.max_body_bytes.load(Ordering::Relaxed),
+            decode_abs_cap_bytes: self.live.decode_abs_cap_bytes.load(Ordering::Relaxed),
+            stall: Duration::from_millis(self.live.body_stall_ms.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// The newest accepted configuration (boot, or the last good reload).
+    pub fn config(&self) -> Arc<Config> {
+        self.live.config()
+    }
+
+    /// Applies a new, already validated configuration: every live knob takes its new value
+    /// now; the keys of changed knobs that need a restart are returned (and keep their old
+    /// values). The TLS files and the log filter are applied by the caller.
+    pub fn reload(&self, mut new: Config) -> Vec<&'static str> {
+        let old = self.config();
+        let mut needs_restart = Vec::new();
+        for knob in crate::config::KNOBS {
+            let was = knob.value_text(&old);
+            if was == knob.value_text(&new) || crate::config::LIVE_KNOBS.contains(&knob.key) {
+                continue;
+            }
+            needs_restart.push(knob.key);
+            // The running value stays, so the configuration in force tells the truth.
+            if let Err(e) = (knob.set)(&mut new, &was) {
+                tracing::error!(knob = knob.key, cause = %e, "cannot keep the running value");
+            }
+        }
+        let (global, dev) = bucket_rates(&new);
+        self.rl_global.set(global.0, global.1);
+        self.rl_dev.set(dev.0, dev.1);
+        self.budget(BudgetId::Ready).set_max(new.ready.max_inflight);
+        self.budget(BudgetId::KvWrite)
+            .set_max(new.limits.kv_max_inflight);
+        self.streams.set_max_watchers(new.watch.max_watchers);
+        self.live.store(new);
+        needs_restart
     }
 
     /// A fresh unique request id.
@@ -142,11 +188,123 @@ impl App {
     }
 }
 
+/// `(rps, burst)` of the global bucket and of `/dev/rl`'s own one.
+fn bucket_rates(cfg: &Config) -> ((u32, u32), (u32, u32)) {
+    let rl = &cfg.rate_limit;
+    let burst = if rl.burst == 0 { rl.rps } else { rl.burst };
+    let global = (rl.rps.max(1), burst.max(1));
+    let dev = if rl.rps > 0 {
+        global
+    } else {
+        (DEV_RL_RPS, DEV_RL_BURST)
+    };
+    (global, dev)
+}
+
+/// The live part of the configuration: what every request reads as atomics, the rest (read
+/// by slower paths) as the whole newest configuration behind a lock.
+#[derive(Debug)]
+pub struct Live {
+    cfg: RwLock<Arc<Config>>,
+    max_body_bytes: AtomicU64,
+    allow_compressed: AtomicBool,
+    decode_abs_cap_bytes: AtomicU64,
+    body_stall_ms: AtomicU64,
+    request_timeout_ms: AtomicU64,
+    ready_timeout_ms: AtomicU64,
+    tarpit_ms: AtomicU64,
+    rl_on: AtomicBool,
+    /// The CORS origins: `None` = any; checked only while `cors_on`.
+    cors: RwLock<Arc<Option<Vec<String>>>>,
+    cors_on: AtomicBool,
+}
+
+impl Live {
+    fn new(cfg: &Config) -> Live {
+        let live = Live {
+            cfg: RwLock::new(Arc::new(cfg.clone())),
+            max_body_bytes: AtomicU64::new(0),
+            allow_compressed: AtomicBool::new(false),
+            decode_abs_cap_bytes: AtomicU64::new(0),
+            body_stall_ms: AtomicU64::new(0),
+            request_timeout_ms: AtomicU64::new(0),
+            ready_timeout_ms: AtomicU64::new(0),
+            tarpit_ms: AtomicU64::new(0),
+            rl_on: AtomicBool::new(false),
+            cors: RwLock::new(Arc::new(Some(Vec::new()))),
+            cors_on: AtomicBool::new(false),
+        };
+        live.store(cfg.clone());
+        live
+    }
+
+    fn store(&self, cfg: Config) {
+        let r = Ordering::Relaxed;
+        self.max_body_bytes.store(cfg.limits.max_body_bytes, r);
+        self.allow_compressed.store(cfg.limits.allow_compressed, r);
+        self.decode_abs_cap_bytes
+            .store(cfg.limits.decode_abs_cap_bytes, r);
+        self.body_stall_ms.store(cfg.server.body_read_timeout_ms, r);
+        self.request_timeout_ms
+            .store(cfg.server.request_timeout_ms, r);
+        self.ready_timeout_ms.store(cfg.ready.timeout_ms, r);
+        self.tarpit_ms.store(cfg.rate_limit.tarpit_ms, r);
+        self.rl_on.store(cfg.rate_limit.rps > 0, r);
+        // Validated with the configuration: a parse error here cannot happen; CORS stays off.
+        let origins = crate::config::parse_origins(&cfg.cors.origins).unwrap_or(Some(Vec::new()));
+        let on = origins.as_ref().is_none_or(|o| !o.is_empty());
+        if let Ok(mut c) = self.cors.write() {
+            *c = Arc::new(origins);
+        }
+        self.cors_on.store(on, r);
+        if let Ok(mut c) = self.cfg.write() {
+            *c = Arc::new(cfg);
+        }
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.cfg
+            .read()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    }
+
+    /// The route time bound of requests.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// `/readyz`'s time bound.
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_millis(self.ready_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn tarpit_ms(&self) -> u64 {
+        self.tarpit_ms.load(Ordering::Relaxed)
+    }
+
+    /// The request's `Origin`, when CORS is on and it is allowed (the value to echo back).
+    pub fn cors_origin(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        if !self.cors_on.load(Ordering::Relaxed) {
+            return None;
+        }
+        let origin = origin?;
+        let allowed = self.cors.read().ok()?;
+        match allowed.as_ref() {
+            None => Some(origin.clone()),
+            Some(list) => {
+                let o = origin.to_str().ok()?;
+                list.iter().any(|a| a == o).then(|| origin.clone())
+            }
+        }
+    }
+}
+
 /// The open watch streams and the stop signal every long-lived answer listens to.
 #[derive(Debug)]
 pub struct Streams {
     watchers: AtomicUsize,
-    max_watchers: usize,
+    max_watchers: AtomicUsize,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -164,16 +322,22 @@ impl Streams {
     pub fn new(max_watchers: usize) -> Streams {
         Streams {
             watchers: AtomicUsize::new(0),
-            max_watchers,
+            max_watchers: AtomicUsize::new(max_watchers),
             stop: tokio::sync::watch::Sender::new(false),
         }
     }
 
     /// A watcher slot, or `None` when `MICRONODE_MAX_WATCHERS` are open.
+    /// A new watcher limit (a reload); open streams above it are left alone.
+    pub fn set_max_watchers(&self, max: usize) {
+        self.max_watchers.store(max, Ordering::Release);
+    }
+
     pub fn try_watch(self: &Arc<Self>) -> Option<WatcherSlot> {
+        let max = self.max_watchers.load(Ordering::Relaxed);
         self.watchers
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_watchers).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .ok()
             .map(|_| WatcherSlot(Arc::clone(self)))

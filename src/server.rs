@@ -85,10 +85,6 @@ pub async fn run_with<T: Transport>(
     let max_connections = cfg.server.max_connections;
     let slots = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let timers = ConnTimers {
-        header: cfg.header_read_timeout(),
-        idle: cfg.idle_timeout(),
-    };
     app.ready.set(Probe::ListenersBound, true);
     tokio::spawn(crate::store::ttl::sweeper(
         Arc::clone(&app.store),
@@ -125,6 +121,12 @@ pub async fn run_with<T: Transport>(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(cause = %e, %peer, "set_nodelay failed");
         }
+        // The clocks of the configuration in force when the connection came (reloadable).
+        let now_cfg = app.config();
+        let timers = ConnTimers {
+            header: now_cfg.header_read_timeout(),
+            idle: now_cfg.idle_timeout(),
+        };
         let conn = Connection {
             service: Arc::clone(&service),
             builder: Arc::clone(&builder),
@@ -147,8 +149,8 @@ pub async fn run_with<T: Transport>(
     let all_closed = slots.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX));
     tokio::select! {
         _ = all_closed => tracing::info!("drained"),
-        () = tokio::time::sleep(cfg.shutdown_grace()) => {
-            tracing::warn!(grace_ms = cfg.server.shutdown_grace_ms, "grace time over; closing the remaining connections");
+        () = tokio::time::sleep(app.config().shutdown_grace()) => {
+            tracing::warn!(grace_ms = app.config().server.shutdown_grace_ms, "grace time over; closing the remaining connections");
         }
     }
 }

@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
+    VARY,
+};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request};
 use tracing::Instrument;
@@ -82,11 +87,16 @@ impl Service {
             _ => app.new_request_id(),
         };
         let verb = Verb::of(&head.method);
+        // One atomic load while CORS is off.
+        let cors = app.live.cors_origin(head.headers.get(ORIGIN));
 
         let (route, result) = match check_protocol_limits(app, &head) {
             Err(e) => (UNMATCHED, Err(e)),
             Ok(()) => match self.router.at(head.uri.path()) {
                 None => (UNMATCHED, Err(ApiError::NotFound)),
+                Some((id, _)) if cors.is_some() && is_preflight(&head) => {
+                    (id, Ok(preflight(self.router.allow(id))))
+                }
                 Some((id, params)) => match ROUTES[id].endpoint(verb) {
                     None => (
                         id,
@@ -104,6 +114,7 @@ impl Service {
                             head,
                             body,
                             request_id,
+                            cors,
                         };
                         return later(Arc::clone(app), Arc::clone(conn), req);
                     }
@@ -125,6 +136,7 @@ impl Service {
                                     verb,
                                     method: head.method,
                                     request_id,
+                                    cors,
                                 };
                                 return detached(Arc::clone(app), ended, ep, rest);
                             }
@@ -141,16 +153,17 @@ impl Service {
             &head.method,
             result,
             request_id,
+            cors,
         ))
     }
 }
 
 /// Whether an endpoint may have to wait, and so runs as a boxed future.
 fn waits(app: &App, ep: &Endpoint) -> bool {
-    let tarpit = app.cfg.rate_limit.tarpit_ms > 0
+    let tarpit = app.live.tarpit_ms() > 0
         && match ep.guards.bucket {
             Bucket::None => false,
-            Bucket::Global => app.rl_global.is_some(),
+            Bucket::Global => app.rl_global().is_some(),
             Bucket::Dev => true,
         };
     tarpit || handlers::waits(ep.handler, app)
@@ -166,6 +179,8 @@ struct Owned {
     head: Parts,
     body: RequestBody,
     request_id: HeaderValue,
+    /// The allowed CORS origin of the request, to echo back.
+    cors: Option<HeaderValue>,
 }
 
 /// The waiting path: the request moves into a boxed future that owns it. The route was
@@ -181,6 +196,7 @@ fn later(app: Arc<App>, conn: Arc<ConnInfo>, req: Owned) -> Answer {
             head,
             body,
             request_id,
+            cors,
         } = req;
         let run = async {
             let span = tracing::debug_span!(
@@ -198,7 +214,16 @@ fn later(app: Arc<App>, conn: Arc<ConnInfo>, req: Owned) -> Answer {
                 request_id: &request_id,
             };
             let result = run_waiting(&app, matched, body).instrument(span).await;
-            finish(&app, start, route, verb, &head.method, result, request_id)
+            finish(
+                &app,
+                start,
+                route,
+                verb,
+                &head.method,
+                result,
+                request_id,
+                cors,
+            )
         };
         AssertUnwindSafe(run)
             .catch_unwind()
@@ -207,7 +232,9 @@ fn later(app: Arc<App>, conn: Arc<ConnInfo>, req: Owned) -> Answer {
     })))
 }
 
-/// Error envelope, HEAD stripping, request id, metrics, error window, debug access line.
+/// Error envelope, HEAD stripping, request id, CORS headers, metrics, error window, debug
+/// access line.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     app: &App,
     start: Instant,
@@ -216,6 +243,7 @@ fn finish(
     method: &Method,
     result: Result<Resp, ApiError>,
     request_id: HeaderValue,
+    cors: Option<HeaderValue>,
 ) -> Resp {
     let mut resp = match result {
         Ok(resp) => resp,
@@ -229,6 +257,12 @@ fn finish(
     }
     let status = resp.status().as_u16();
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    if let Some(origin) = cors {
+        let h = resp.headers_mut();
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.append(VARY, HeaderValue::from_static("Origin"));
+        h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED);
+    }
     let now = Instant::now();
     let elapsed = now.duration_since(start);
     app.metrics.observe_request(route, verb, status, elapsed);
@@ -251,6 +285,32 @@ fn finish(
             "request"
         );
     }
+    resp
+}
+
+/// Response headers a browser script may read on a cross-origin answer.
+const EXPOSED: HeaderValue = HeaderValue::from_static(
+    "ETag, Micronode-Revision, Micronode-Expires-At, Retry-After, x-request-id",
+);
+/// Request headers a cross-origin script may send.
+const ALLOWED_HEADERS: HeaderValue = HeaderValue::from_static(
+    "authorization, content-type, if-match, if-none-match, x-request-id, last-event-id",
+);
+
+/// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
+fn is_preflight(head: &Parts) -> bool {
+    head.method == Method::OPTIONS && head.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The answer to a preflight from an allowed origin: 204 naming the route's methods (its
+/// exact `Allow`) and the headers a script may send; `finish` adds the origin. It needs no
+/// token and takes no budget.
+fn preflight(allow: &HeaderValue) -> Resp {
+    let mut resp = response::empty(http::StatusCode::NO_CONTENT);
+    let h = resp.headers_mut();
+    h.insert(ACCESS_CONTROL_ALLOW_METHODS, allow.clone());
+    h.insert(ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS);
+    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     resp
 }
 
@@ -303,7 +363,7 @@ fn admit<'a>(
         None => Query::default(),
     };
     let plan = if guards.edge {
-        check_head(m.verb, &m.head.headers, app.head_limits)?
+        check_head(m.verb, &m.head.headers, app.head_limits())?
     } else {
         BodyPlan::default()
     };
@@ -331,7 +391,7 @@ fn admit<'a>(
 fn bucket<'a>(app: &'a App, ep: &Endpoint) -> Option<&'a TokenBucket> {
     match ep.guards.bucket {
         Bucket::None => None,
-        Bucket::Global => app.rl_global.as_ref(),
+        Bucket::Global => app.rl_global(),
         Bucket::Dev => Some(&app.rl_dev),
     }
 }
@@ -382,6 +442,7 @@ struct Ended {
     verb: Verb,
     method: Method,
     request_id: HeaderValue,
+    cors: Option<HeaderValue>,
 }
 
 /// The rest of a fast-path answer that has to wait, boxed only now (so a read costs a box only
@@ -406,14 +467,15 @@ fn detached(app: Arc<App>, e: Ended, ep: &'static Endpoint, rest: Detached) -> A
             &e.method,
             result,
             e.request_id,
+            e.cors,
         )
     })))
 }
 
 fn bound_of(app: &App, bound: Bound) -> Duration {
     match bound {
-        Bound::Ready => app.cfg.ready_timeout(),
-        Bound::Request => app.cfg.request_timeout(),
+        Bound::Ready => app.live.ready_timeout(),
+        Bound::Request => app.live.request_timeout(),
     }
 }
 
@@ -423,7 +485,7 @@ async fn run_waiting(app: &App, m: Matched<'_>, body: RequestBody) -> Result<Res
     if let Some(bucket) = bucket(app, m.ep)
         && let Err(wait) = bucket.try_take(Instant::now())
     {
-        let tarpit = app.cfg.rate_limit.tarpit_ms;
+        let tarpit = app.live.tarpit_ms();
         if tarpit > 0 {
             // Holds no budget permit while it waits.
             let _in_tarpit = app.tarpit.enter();

@@ -1,6 +1,6 @@
 //! `micronode [serve] [--config FILE]`: config → logging → runtime → open the store → load
 //! the TLS files (when TLS is on) → bind → serve until SIGTERM/SIGINT → drain → final flush.
-//! SIGHUP reloads the TLS files. Exit 0 on a clean stop, 1 when the store cannot open, the
+//! SIGHUP reloads the configuration file and the TLS files. Exit 0 on a clean stop, 1 when the store cannot open, the
 //! address cannot be bound or the final flush fails, 2 on a configuration error, bad TLS files
 //! included (docs/RUNBOOK.md).
 
@@ -31,10 +31,11 @@ pub(crate) fn run(args: ConfigArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(serve(cfg))
+    let config_file = args.config.clone();
+    runtime.block_on(serve(cfg, config_file))
 }
 
-async fn serve(cfg: Config) -> ExitCode {
+async fn serve(cfg: Config, config_file: Option<String>) -> ExitCode {
     let bind = cfg.server.bind_addr;
     let engine = cfg.storage.effective_engine();
     let app = match micronode::build_app(cfg) {
@@ -76,7 +77,12 @@ async fn serve(cfg: Config) -> ExitCode {
         mtls = !app.cfg.tls.client_ca.as_os_str().is_empty(),
         "micronode listening"
     );
-    let reloader = tokio::spawn(reload_on_sighup(hangups, Arc::clone(&app), tls.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(
+        hangups,
+        Arc::clone(&app),
+        tls.clone(),
+        config_file,
+    ));
     match &tls {
         Some(tls) => server::run_with(listener, app.clone(), tls.transport(), shutdown).await,
         None => server::run_with(listener, app.clone(), PlainTcp, shutdown).await,
@@ -100,14 +106,17 @@ async fn serve(cfg: Config) -> ExitCode {
     }
 }
 
-/// On each SIGHUP, re-reads what can change live — today the TLS certificate, key and client
-/// CA — and counts the outcome in `micronode_config_reloads_total`. A bad file keeps the old
-/// configuration in force (docs/RUNBOOK.md). The handler is registered by the caller before
-/// the "listening" line, so an early SIGHUP is never the default, fatal one.
+/// On each SIGHUP: re-reads the configuration (file and environment, as at boot) and the TLS
+/// files, and applies what can change live (docs/CONFIG.md, "Reload"). An invalid new
+/// configuration or a bad TLS file changes nothing: the old one stays in force, and the
+/// failure is logged and counted in `micronode_config_reloads_total{result="error"}`. Changed
+/// knobs that need a restart are logged as such and left alone. The handler is registered by
+/// the caller before the "listening" line, so an early SIGHUP is never the default, fatal one.
 async fn reload_on_sighup(
     hangups: std::io::Result<tokio::signal::unix::Signal>,
     app: Arc<App>,
     tls: Option<Arc<Tls>>,
+    config_file: Option<String>,
 ) {
     let mut hup = match hangups {
         Ok(s) => s,
@@ -117,26 +126,50 @@ async fn reload_on_sighup(
         }
     };
     while hup.recv().await.is_some() {
-        let result = match tls.clone() {
-            None => Ok(()),
-            Some(tls) => tokio::task::spawn_blocking(move || tls.reload())
-                .await
-                .unwrap_or_else(|e| Err(micronode::tls::TlsError::Config(e.to_string()))),
-        };
+        let file = config_file.clone();
+        let files = tls.clone();
+        let result = tokio::task::spawn_blocking(move || reload(file.as_deref(), files.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let result = result.map(|new| {
+            let filter_changed = new.log.filter != app.config().log.filter;
+            if filter_changed && let Err(e) = micronode::logging::set_filter(&new.log.filter) {
+                tracing::warn!(cause = %e, "the new log filter was not applied");
+            }
+            app.reload(new)
+        });
         app.metrics.config_reload(result.is_ok());
         match result {
-            Ok(()) => tracing::info!(
-                signal = "SIGHUP",
-                tls = tls.is_some(),
-                "configuration reloaded"
-            ),
+            Ok(restart) => {
+                for key in &restart {
+                    tracing::warn!(
+                        knob = key,
+                        "changed in the configuration but needs a restart; the running value stays"
+                    );
+                }
+                tracing::info!(
+                    signal = "SIGHUP",
+                    tls = tls.is_some(),
+                    "configuration reloaded"
+                );
+            }
             Err(e) => tracing::error!(
                 signal = "SIGHUP",
                 cause = %e,
-                "reload failed; the previous TLS configuration stays in force"
+                "reload failed; the previous configuration stays in force"
             ),
         }
     }
+}
+
+/// Loads and validates the new configuration, then reloads the TLS files; either failing
+/// leaves everything as it was.
+fn reload(file: Option<&str>, tls: Option<&Tls>) -> Result<Config, String> {
+    let cfg = Config::from_process_env(file).map_err(|e| e.to_string())?;
+    if let Some(tls) = tls {
+        tls.reload().map_err(|e| e.to_string())?;
+    }
+    Ok(cfg)
 }
 
 /// Registers the SIGTERM and SIGINT handlers now — before the "listening" line, so a signal

@@ -234,6 +234,15 @@ knobs! {
         max_ops: usize = 64, env "MICRONODE_TXN_MAX_OPS", range 1..=64;
     }
 
+    /// Cross-origin requests from browsers (docs/API.md, "CORS").
+    [cors] CorsCfg {
+        /// Origins allowed to call the API from a browser: comma-separated exact origins.
+        /// Each is `scheme://host[:port]` as a browser sends it in `Origin`, or `*` for any;
+        /// empty = CORS off (no CORS headers, `OPTIONS` is 405).
+        origins: String = String::new(), env "MICRONODE_CORS_ORIGINS",
+            check |_, origins| parse_origins(origins).map(drop);
+    }
+
     /// Logging to stderr.
     [log] LogCfg {
         /// Log line format on stderr: `text` (coloured only on a terminal) or `json`.
@@ -247,6 +256,59 @@ knobs! {
             };
     }
 }
+
+/// The CORS origins of `cors.origins`: `None` = any (`*`), else the exact list. An origin is
+/// `http://` or `https://` followed by a host (and an optional port), nothing else.
+pub fn parse_origins(raw: &str) -> Result<Option<Vec<String>>, String> {
+    let mut out = Vec::new();
+    for o in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        if o == "*" {
+            return Ok(None);
+        }
+        let rest = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"))
+            .ok_or_else(|| {
+                format!("{o:?} is not an origin: it must start with http:// or https://")
+            })?;
+        let ok = !rest.is_empty()
+            && rest.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+            });
+        if !ok {
+            return Err(format!(
+                "{o:?} is not an origin: scheme://host[:port], no path, no trailing slash"
+            ));
+        }
+        out.push(o.to_owned());
+    }
+    Ok(Some(out))
+}
+
+/// The knobs a SIGHUP reload applies without a restart (docs/CONFIG.md marks them). A change
+/// to any other knob is logged as needing a restart and left alone.
+pub const LIVE_KNOBS: &[&str] = &[
+    "server.header_read_timeout_ms",
+    "server.body_read_timeout_ms",
+    "server.request_timeout_ms",
+    "server.shutdown_grace_ms",
+    "server.idle_timeout_ms",
+    "limits.max_body_bytes",
+    "limits.allow_compressed",
+    "limits.decode_abs_cap_bytes",
+    "limits.kv_max_inflight",
+    "rate_limit.rps",
+    "rate_limit.burst",
+    "rate_limit.tarpit_ms",
+    "ready.max_inflight",
+    "ready.timeout_ms",
+    "watch.keepalive_ms",
+    "watch.buffer",
+    "watch.max_watchers",
+    "txn.max_ops",
+    "cors.origins",
+    "log.filter",
+];
 
 /// Which key exchanges TLS offers (docs/SECURITY.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug)]
 pub struct InflightBudget {
     current: AtomicUsize,
-    max: usize,
+    /// Changes on a reload; requests in flight above a lowered max finish normally.
+    max: AtomicUsize,
 }
 
 /// Held for the life of a request; dropping it (response sent, timeout, or the client going
@@ -18,14 +19,20 @@ impl InflightBudget {
     pub fn new(max: usize) -> Self {
         Self {
             current: AtomicUsize::new(0),
-            max,
+            max: AtomicUsize::new(max),
         }
     }
 
+    /// A new limit (a configuration reload).
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Release);
+    }
+
     pub fn try_acquire(&self) -> Option<Permit<'_>> {
+        let max = self.max.load(Ordering::Relaxed);
         self.current
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .ok()
             .map(|_| Permit(self))
@@ -42,11 +49,11 @@ impl InflightBudget {
     }
 
     pub fn max(&self) -> usize {
-        self.max
+        self.max.load(Ordering::Relaxed)
     }
 
     pub fn is_full(&self) -> bool {
-        self.current() >= self.max
+        self.current() >= self.max()
     }
 }
 

@@ -9,39 +9,52 @@ pub struct TokenBucket {
     origin: Instant,
     /// Nanoseconds after `origin` at which the bucket would be full again.
     tat: AtomicU64,
-    /// Nanoseconds per token.
-    interval: u64,
+    /// Nanoseconds per token (changes on a reload).
+    interval: AtomicU64,
     /// How far ahead of now `tat` may run: (burst - 1) tokens.
-    tolerance: u64,
+    tolerance: AtomicU64,
+}
+
+fn rates(rps: u32, burst: u32) -> (u64, u64) {
+    let interval = 1_000_000_000 / u64::from(rps.max(1));
+    (interval, interval * (u64::from(burst.max(1)) - 1))
 }
 
 impl TokenBucket {
     /// `rps` tokens per second, `burst` deep (at least 1). `rps` must be > 0.
     pub fn new(rps: u32, burst: u32) -> Self {
-        let interval = 1_000_000_000 / u64::from(rps.max(1));
-        let burst = u64::from(burst.max(1));
+        let (interval, tolerance) = rates(rps, burst);
         Self {
             origin: Instant::now(),
             tat: AtomicU64::new(0),
-            interval,
-            tolerance: interval * (burst - 1),
+            interval: AtomicU64::new(interval),
+            tolerance: AtomicU64::new(tolerance),
         }
+    }
+
+    /// A new rate and depth (a configuration reload); tokens already taken stay taken.
+    pub fn set(&self, rps: u32, burst: u32) {
+        let (interval, tolerance) = rates(rps, burst);
+        self.interval.store(interval, Ordering::Release);
+        self.tolerance.store(tolerance, Ordering::Release);
     }
 
     /// Takes one token at `now`, or says how long until one is available.
     pub fn try_take(&self, now: Instant) -> Result<(), Duration> {
         let now = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
             .unwrap_or(u64::MAX);
+        let interval = self.interval.load(Ordering::Relaxed);
+        let tolerance = self.tolerance.load(Ordering::Relaxed);
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             let base = tat.max(now);
             let ahead = base - now;
-            if ahead > self.tolerance {
-                return Err(Duration::from_nanos(ahead - self.tolerance));
+            if ahead > tolerance {
+                return Err(Duration::from_nanos(ahead - tolerance));
             }
             match self.tat.compare_exchange_weak(
                 tat,
-                base + self.interval,
+                base + interval,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {

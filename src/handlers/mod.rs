@@ -45,7 +45,7 @@ impl<'a> Cx<'a> {
     /// Reads the body under the body cap, stall bound and decode cap.
     pub async fn read_body(&mut self) -> Result<Bytes, ApiError> {
         let body = std::mem::replace(&mut self.body, RequestBody::from(Bytes::new()));
-        body::read(body, self.plan, self.app.body_limits).await
+        body::read(body, self.plan, self.app.body_limits()).await
     }
 
     /// A path parameter of the route (empty when the route has no such parameter). Borrows

@@ -233,7 +233,7 @@ pub async fn post_txn(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
     let body: Body = serde_json::from_slice(&raw)
         .map_err(|_| invalid(bad("malformed transaction: see docs/API.md, Transactions")))?;
     let count = body.compares.len() + body.then.len() + body.otherwise.len();
-    if count > app.cfg.txn.max_ops {
+    if count > app.config().txn.max_ops {
         return Err(invalid(bad("too many compares and ops in one transaction")));
     }
     let conds = body

@@ -99,14 +99,15 @@ pub async fn get_watch(cx: Cx<'_>) -> Result<Resp, ApiError> {
         prefix,
         values,
     };
+    let cfg = cx.app.config();
     let (tx, rx) = mpsc::channel(1);
     let stream = Stream {
         store,
         metrics: Arc::clone(&cx.app.metrics),
         watch,
         cursor,
-        buffer: cx.app.cfg.watch.buffer,
-        keepalive: Duration::from_millis(cx.app.cfg.watch.keepalive_ms),
+        buffer: cfg.watch.buffer,
+        keepalive: Duration::from_millis(cfg.watch.keepalive_ms),
         stop: cx.app.streams.stopping(),
         _slot: slot,
     };
