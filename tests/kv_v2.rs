@@ -549,9 +549,11 @@ fn ttl_key_expires_at_the_boundary() {
         assert!(read_at >= at, "gone at {read_at}, before its expiry {at}");
     }
     poll("the key to expire", || {
+        let sent = now_secs();
         let g = s.get("/v1/kv/b/t");
         let t = now_secs();
         if g.status == 200 {
+            assert!(sent < at, "visible at {sent}, after its expiry {at}");
             return None;
         }
         assert_eq!(g.status, 404);
@@ -564,6 +566,44 @@ fn ttl_key_expires_at_the_boundary() {
     poll("the sweeper to count the expiry", || {
         (metric(s.addr, "micronode_kv_expired_total") == Some(1.0)).then_some(())
     });
+}
+
+/// Transactions see expiry at once, before the sweeper: a get is found only before
+/// `expires_at`, and `exists: false` holds from then on (a lease taken by transaction).
+#[test]
+fn ttl_expiry_is_seen_by_transactions_before_the_sweep() {
+    let s = TestServer::start(&[]);
+    let r = request(s.addr, "PUT", "/v1/kv/t/lease?ttl=1", &[], Some(b"one"));
+    assert_eq!(r.status, 201);
+    let at: u64 = r
+        .header("micronode-expires-at")
+        .expect("expiry")
+        .parse()
+        .expect("numeric");
+    let body = json!({
+        "if": [{"bucket": "t", "key": "lease", "exists": false}],
+        "then": [
+            {"op": "put", "bucket": "t", "key": "lease", "value": b64(b"two"), "ttl": 30},
+            {"op": "get", "bucket": "t", "key": "lease"},
+        ],
+        "else": [{"op": "get", "bucket": "t", "key": "lease"}],
+    });
+    let v = poll("the lease to be free for a transaction", || {
+        let sent = now_secs();
+        let v = txn(s.addr, &body).json();
+        if v["succeeded"] == true {
+            return Some(v);
+        }
+        let got = &v["results"][0];
+        assert_eq!(got["found"], true, "{v}");
+        assert_eq!(got["expires_at"].as_u64(), Some(at), "{v}");
+        assert!(sent < at, "found at {sent}, after its expiry {at}: {v}");
+        None
+    });
+    let got = &v["results"][1];
+    assert_eq!(unb64(&got["value"]), b"two");
+    assert!(got["expires_at"].as_u64().expect("expires_at") > at);
+    assert_eq!(s.get("/v1/kv/t/lease").body, b"two");
 }
 
 /// `If-None-Match: *` with a TTL is a lease lock: held until it expires, then free for the
@@ -953,6 +993,40 @@ fn watch_over_http2() {
     });
 }
 
+/// `prefix` selects keys (form-encoded: `+` is a space) and `values=true` carries the value and
+/// content type of puts only.
+#[test]
+fn watch_prefix_filters_and_values_ride_on_puts() {
+    let s = TestServer::start(&[]);
+    let start = rev(&put(s.addr, "/v1/kv/w/seed", b"s"));
+    let mut w = watch(
+        s.addr,
+        &format!("/v1/watch/w?prefix=a+b%2F&since={start}&values=true"),
+    );
+    put(s.addr, "/v1/kv/w/ab/x", b"no");
+    put(s.addr, "/v1/kv/w2/a%20b/x", b"no");
+    let r = request(
+        s.addr,
+        "PUT",
+        "/v1/kv/w/a%20b/x",
+        &[("content-type", "text/plain")],
+        Some(b"yes"),
+    );
+    let r1 = rev(&r);
+    let r2 = rev(&request(s.addr, "DELETE", "/v1/kv/w/a%20b/x", &[], None));
+    let (id, event, data) = ev(w.next_event().expect("put"));
+    assert_eq!((id, event.as_str()), (Some(r1), "put"));
+    assert_eq!(data["key"], "a b/x");
+    assert_eq!(unb64(&data["value"]), b"yes");
+    assert_eq!(data["content_type"], "text/plain");
+    let (id, event, data) = ev(w.next_event().expect("delete"));
+    assert_eq!((id, event.as_str()), (Some(r2), "delete"));
+    assert!(
+        data.get("value").is_none() && data.get("etag").is_none(),
+        "{data}"
+    );
+}
+
 /// Watchers beyond `MICRONODE_MAX_WATCHERS` are 429 `concurrency`; a closed stream frees its
 /// slot.
 #[test]
@@ -1026,6 +1100,7 @@ fn transaction_events_share_a_revision_and_one_id() {
     let (id, event, data) = ev(w.next_event().expect("expire event"));
     assert_eq!(event, "expire");
     assert_eq!(data["key"], "b");
+    assert!(data.get("etag").is_none(), "{data}");
     let id = id.expect("own id");
     assert!(id > r);
     assert_eq!(data["revision"].as_u64(), Some(id));
