@@ -397,6 +397,9 @@ fn plus_in_a_query_is_a_space() {
     }
     let want: Vec<String> = (0..5).map(|i| format!("a b/k {i}")).collect();
     assert_eq!(keys, want);
+    // In a path `+` is itself; in a query it is written %2B.
+    let v = s.get("/v1/kv/b?prefix=a%2Bb").json();
+    assert_eq!(v["keys"], json!(["a+b/plus"]));
 }
 
 /// A parameter a route does not declare is 400 and the write does not happen (`?cas=0` is not
@@ -1027,6 +1030,41 @@ fn watch_prefix_filters_and_values_ride_on_puts() {
     );
 }
 
+/// Writes that change nothing (deleting a missing key, alone or in a transaction) send no
+/// event; a transaction's events are only those of what it changed.
+#[test]
+fn writes_that_change_nothing_send_no_event() {
+    let s = TestServer::start(&[]);
+    let start = rev(&put(s.addr, "/v1/kv/w/seed", b"s"));
+    let mut w = watch(s.addr, &format!("/v1/watch/w?since={start}"));
+    assert_eq!(
+        request(s.addr, "DELETE", "/v1/kv/w/missing", &[], None).status,
+        404
+    );
+    let v = txn(
+        s.addr,
+        &json!({"then": [{"op": "delete", "bucket": "w", "key": "missing"}]}),
+    )
+    .json();
+    assert_eq!(v["results"][0]["deleted"], false);
+    let v = txn(
+        s.addr,
+        &json!({"then": [
+            {"op": "delete", "bucket": "w", "key": "missing2"},
+            {"op": "put", "bucket": "w", "key": "x", "value": b64(b"x")},
+            {"op": "get", "bucket": "w", "key": "seed"},
+        ]}),
+    )
+    .json();
+    let r = v["revision"].as_u64().expect("revision");
+    let marker = rev(&put(s.addr, "/v1/kv/w/marker", b"m"));
+    let (id, event, data) = ev(w.next_event().expect("txn put"));
+    assert_eq!((id, event.as_str()), (Some(r), "put"), "{data}");
+    assert_eq!(data["key"], "x");
+    let (id, _, data) = ev(w.next_event().expect("marker"));
+    assert_eq!(id, Some(marker), "{data}");
+}
+
 /// Watchers beyond `MICRONODE_MAX_WATCHERS` are 429 `concurrency`; a closed stream frees its
 /// slot.
 #[test]
@@ -1389,6 +1427,7 @@ fn run_bank(
     per_thread: usize,
     deadline: Instant,
     done: Arc<AtomicU64>,
+    done_reads: Arc<AtomicU64>,
 ) -> Vec<thread::JoinHandle<()>> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles: Vec<_> = (0..8u64)
@@ -1411,10 +1450,14 @@ fn run_bank(
         })
         .collect();
     let reader_stop = Arc::clone(&stop);
+    let reads = Arc::clone(&done_reads);
     handles.push(thread::spawn(move || {
         while !reader_stop.load(Ordering::SeqCst) && Instant::now() < deadline {
             match balances(addr) {
-                Some(b) => assert_eq!(b.iter().sum::<u64>(), 1000, "consistent read {b:?}"),
+                Some(b) => {
+                    assert_eq!(b.iter().sum::<u64>(), 1000, "consistent read {b:?}");
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
                 None => return,
             }
         }
@@ -1449,9 +1492,14 @@ fn bank_transfer_invariant_under_concurrency_and_kill_9() {
     assert_eq!(r.status, 200, "{}", r.text());
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = Arc::new(AtomicU64::new(0));
-    for h in run_bank(a.addr, 40, deadline, Arc::clone(&done)) {
+    let reads = Arc::new(AtomicU64::new(0));
+    for h in run_bank(a.addr, 40, deadline, Arc::clone(&done), Arc::clone(&reads)) {
         h.join().expect("phase 1 thread");
     }
+    assert!(
+        reads.load(Ordering::SeqCst) > 0,
+        "the reader read during the load"
+    );
     let b = balances(a.addr).expect("server up");
     assert_eq!(b.iter().sum::<u64>(), 1000, "{b:?}");
     assert!(done.load(Ordering::SeqCst) > 0);
@@ -1459,7 +1507,7 @@ fn bank_transfer_invariant_under_concurrency_and_kill_9() {
     // Phase 2: the same load, killed -9 in the middle.
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(60);
-    let handles = run_bank(a.addr, usize::MAX, deadline, Arc::clone(&done));
+    let handles = run_bank(a.addr, usize::MAX, deadline, Arc::clone(&done), reads);
     poll("transfers under way", || {
         (done.load(Ordering::SeqCst) >= 20).then_some(())
     });
