@@ -609,6 +609,39 @@ fn ttl_expiry_is_seen_by_transactions_before_the_sweep() {
     assert_eq!(s.get("/v1/kv/t/lease").body, b"two");
 }
 
+/// A PUT without `ttl` over a TTL key clears its expiry: the sweep that removes a key due at
+/// the same time or later leaves it alone.
+#[test]
+fn put_without_ttl_clears_the_expiry() {
+    let s = TestServer::start(&[]);
+    let expiry = |r: &Response| -> u64 {
+        r.header("micronode-expires-at")
+            .expect("expiry")
+            .parse()
+            .expect("numeric")
+    };
+    let at_k = expiry(&request(s.addr, "PUT", "/v1/kv/b/k?ttl=1", &[], Some(b"1")));
+    let r = put(s.addr, "/v1/kv/b/k", b"forever");
+    assert_eq!(r.header("micronode-expires-at"), None);
+    let at_probe = expiry(&request(
+        s.addr,
+        "PUT",
+        "/v1/kv/b/probe?ttl=1",
+        &[],
+        Some(b"p"),
+    ));
+    assert!(at_k <= at_probe);
+    let g = s.get("/v1/kv/b/k");
+    assert_eq!(g.header("micronode-expires-at"), None);
+    poll("the probe key to be swept", || {
+        (metric(s.addr, "micronode_kv_expired_total") == Some(1.0)).then_some(())
+    });
+    assert_eq!(s.get("/v1/kv/b/probe").status, 404);
+    let g = s.get("/v1/kv/b/k");
+    assert_eq!((g.status, g.body.as_slice()), (200, &b"forever"[..]));
+    assert_eq!(g.header("micronode-expires-at"), None);
+}
+
 /// `If-None-Match: *` with a TTL is a lease lock: held until it expires, then free for the
 /// next holder without anyone deleting it.
 #[test]
