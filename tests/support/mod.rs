@@ -601,3 +601,147 @@ pub fn run_binary_with(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// One item of a server-sent event stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SseItem {
+    /// A `: text` line (`watching`, `keep-alive`).
+    Comment(String),
+    /// An event: its `id:` (when it had one), `event:` and `data:` parsed as JSON.
+    Event {
+        id: Option<u64>,
+        event: String,
+        data: serde_json::Value,
+    },
+}
+
+/// An open `text/event-stream` answer over HTTP/1.1 on a raw TCP connection, read item by
+/// item. The read timeout (`WAIT`) is only a safety bound: a test never waits on it for
+/// readiness.
+pub struct Sse {
+    pub head: Response,
+    conn: Conn,
+    chunked: bool,
+    /// Decoded body bytes not yet parsed into items.
+    pending: Vec<u8>,
+    ended: bool,
+}
+
+impl Sse {
+    /// Sends `GET path` and reads the answer's head: `Ok` for a 200 stream, `Err` with the
+    /// whole answer otherwise (410, 429, 400 …).
+    pub fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Sse, Response> {
+        let mut conn = Conn::open(addr);
+        conn.send(&build_request("GET", path, headers, None));
+        let head = conn.read_response(false).expect("watch answer head");
+        if head.status != 200 {
+            return Err(head);
+        }
+        let chunked = head
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        Ok(Sse {
+            head,
+            conn,
+            chunked,
+            pending: Vec::new(),
+            ended: false,
+        })
+    }
+
+    /// The connection, to leave it unread (a stalled client).
+    pub fn stream(&self) -> &TcpStream {
+        self.conn.reader.get_ref()
+    }
+
+    /// Reads more body bytes into `pending`; false at the end of the stream.
+    fn fill(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        let r = &mut self.conn.reader;
+        if !self.chunked {
+            let mut buf = [0u8; 16 * 1024];
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    self.ended = true;
+                    false
+                }
+                Ok(n) => {
+                    self.pending.extend_from_slice(&buf[..n]);
+                    true
+                }
+            }
+        } else {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                self.ended = true;
+                return false;
+            }
+            let size = line.trim().split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(size, 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+            if size == 0 {
+                self.ended = true;
+                return false;
+            }
+            let mut chunk = vec![0u8; size + 2];
+            if r.read_exact(&mut chunk).is_err() {
+                self.ended = true;
+                return false;
+            }
+            chunk.truncate(size);
+            self.pending.extend_from_slice(&chunk);
+            true
+        }
+    }
+
+    /// The next comment or event; `None` once the stream ends (or the safety bound passes).
+    pub fn next_item(&mut self) -> Option<SseItem> {
+        loop {
+            if let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.pending.drain(..end + 2).collect();
+                let text = String::from_utf8(block).expect("event stream is UTF-8");
+                return Some(parse_sse_block(text.trim_end_matches('\n')));
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// The next event, skipping comments.
+    pub fn next_event(&mut self) -> Option<SseItem> {
+        loop {
+            match self.next_item()? {
+                SseItem::Comment(_) => continue,
+                e => return Some(e),
+            }
+        }
+    }
+}
+
+/// One blank-line-terminated block of an event stream (without its final blank line).
+pub fn parse_sse_block(block: &str) -> SseItem {
+    if let Some(c) = block.strip_prefix(':') {
+        assert!(!c.contains('\n'), "one comment per block: {block:?}");
+        return SseItem::Comment(c.trim().to_owned());
+    }
+    let (mut id, mut event, mut data) = (None, None, None);
+    for line in block.lines() {
+        let (field, value) = line
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("bad event line {line:?}"));
+        match field {
+            "id" => id = Some(value.parse().expect("numeric id")),
+            "event" => event = Some(value.to_owned()),
+            "data" => data = Some(serde_json::from_str(value).expect("JSON data")),
+            other => panic!("unexpected field {other:?} in {block:?}"),
+        }
+    }
+    SseItem::Event {
+        id,
+        event: event.unwrap_or_else(|| panic!("event without event: {block:?}")),
+        data: data.unwrap_or_else(|| panic!("event without data: {block:?}")),
+    }
+}
