@@ -935,7 +935,6 @@ fn stalled_watcher_gets_overflow() {
 /// A resume point inside the retained history delivers every later event to a client that
 /// reads as fast as it can: the backlog at connect time is not a stall.
 #[test]
-#[ignore = "server bug: a since=R backlog over 256 + MICRONODE_WATCH_BUFFER events is an immediate overflow"]
 fn resume_with_a_backlog_larger_than_the_buffer_is_not_an_overflow() {
     let s = TestServer::start(&[
         ("MICRONODE_STORAGE_ENGINE", "mem"),
@@ -1336,7 +1335,6 @@ fn txn_rejects_malformed_input_and_applies_nothing() {
 /// A transaction body is a JSON object: serde's positional (array) form of the struct must
 /// not be accepted as a transaction.
 #[test]
-#[ignore = "server bug: POST /v1/txn accepts a JSON array body ([] → 200 succeeded:true)"]
 fn txn_body_must_be_a_json_object() {
     let s = TestServer::start(&[]);
     let before = rev(&s.get("/v1/kv/t"));

@@ -230,8 +230,13 @@ pub async fn post_txn(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
         app.metrics.txn(TxnResult::Invalid);
         e
     };
-    let body: Body = serde_json::from_slice(&raw)
-        .map_err(|_| invalid(bad("malformed transaction: see docs/API.md, Transactions")))?;
+    let malformed = || invalid(bad("malformed transaction: see docs/API.md, Transactions"));
+    // A JSON object only: serde would also take a struct written as an array.
+    let value: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| malformed())?;
+    if !value.is_object() {
+        return Err(malformed());
+    }
+    let body: Body = serde_json::from_value(value).map_err(|_| malformed())?;
     let count = body.compares.len() + body.then.len() + body.otherwise.len();
     if count > app.config().txn.max_ops {
         return Err(invalid(bad("too many compares and ops in one transaction")));

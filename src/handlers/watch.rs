@@ -5,7 +5,8 @@
 //! cursor and handing frames to the response body through a channel of one frame. When the
 //! client stops reading, the channel stays full, the task stops reading the feed, and its
 //! cursor falls behind; once more than `MICRONODE_WATCH_BUFFER` matching events wait, it sends
-//! `overflow` and ends. Writers never wait for a watcher and the server never buffers for one.
+//! `overflow` and ends. A stream that starts behind (a resume) replays the history as fast as
+//! the client reads; the buffer applies from the moment it has caught up. Writers never wait for a watcher and the server never buffers for one.
 //!
 //! Events of one revision (a transaction) are written together and only the last carries the
 //! `id:` line, so a client resuming from its last id never splits a transaction.
@@ -107,6 +108,7 @@ pub async fn get_watch(cx: Cx<'_>) -> Result<Resp, ApiError> {
         watch,
         cursor,
         buffer: cfg.watch.buffer,
+        caught_up: false,
         keepalive: Duration::from_millis(cfg.watch.keepalive_ms),
         stop: cx.app.streams.stopping(),
         _slot: slot,
@@ -152,6 +154,8 @@ struct Stream {
     /// The last revision delivered (or skipped as not matching).
     cursor: u64,
     buffer: usize,
+    /// The cursor has reached the head once: from then on falling behind is an overflow.
+    caught_up: bool,
     keepalive: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
     _slot: WatcherSlot,
@@ -174,13 +178,22 @@ impl Stream {
             // Registered before reading, so a release in between is not missed.
             let changed = feed.changed();
             events.clear();
+            // A stream replaying history (a resume) reads it as fast as the client takes it;
+            // only once it has caught up with the head can it fall behind.
+            let buffer = if self.caught_up {
+                self.buffer
+            } else {
+                usize::MAX
+            };
+            let head = feed.released();
             let read = feed.read(
                 &mut self.cursor,
                 |e| self.watch.matches(e),
-                self.buffer,
+                buffer,
                 FRAME_EVENTS,
                 &mut events,
             );
+            self.caught_up |= self.cursor >= head;
             let frame = match read {
                 Read::Events if events.is_empty() => None,
                 Read::Events => Some(self.frame(&events)),
