@@ -211,7 +211,7 @@ pub enum KeyRingError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error(
-        "{}: readable or writable by group or others (mode {mode:o}); run `chmod 600 {}`",
+        "{}: readable or writable by group or others (mode {mode:04o}); run `chmod 600 {}`",
         path.display(),
         path.display()
     )]
