@@ -362,7 +362,7 @@ fn list_and_watch_prefixes_and_cursors_must_be_inside_every_prefix_caveat() {
 fn node_wide_requests_need_an_unscoped_token() {
     let admin = Caveat::Ops(Op::Admin.into());
     assert!(
-        verify(&mint_k1(&[admin.clone()]))
+        verify(&mint_k1(std::slice::from_ref(&admin)))
             .expect("ok")
             .allows_node(Op::Admin)
     );
@@ -408,7 +408,7 @@ fn attenuation_respects_the_caps() {
     let long = Caveat::Prefix("p".repeat(1024));
     let mut t = mint_k1(&[]);
     let err = loop {
-        match attenuate(&t, &[long.clone()]) {
+        match attenuate(&t, std::slice::from_ref(&long)) {
             Ok(next) => t = next,
             Err(e) => break e,
         }
