@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 secs=${FUZZ_SECS:-60}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(head key config)
+[ ${#targets[@]} -gt 0 ] || targets=(head key config token)
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

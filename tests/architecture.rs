@@ -53,6 +53,7 @@ fn low_layers_import_nothing_of_the_request_path() {
     let upper = ["server", "service", "router", "guards", "handlers", "app"];
     for leaf in [
         "metrics", "store", "config", "error", "wire", "response", "ready", "latency", "snapshot",
+        "auth",
     ] {
         let deps = g.get(leaf).unwrap_or_else(|| panic!("no module {leaf}"));
         for u in upper {

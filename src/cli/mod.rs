@@ -8,6 +8,8 @@
 //! - [`check_config`] — `micronode check-config` (alias `--check-config`);
 //! - [`completions`] — `micronode completions bash|zsh|fish`;
 //! - [`tls`] — `micronode tls dev-cert --out DIR`;
+//! - [`auth`] — `micronode auth init|rotate|mint|attenuate|inspect` (offline: the key file and
+//!   tokens);
 //! - [`kv`] — `micronode kv get|put|delete|list|watch` (client);
 //! - [`txn`] — `micronode txn FILE.json` (client);
 //! - [`snapshot`] — `micronode snapshot save` (client), `verify` and `restore` (offline);
@@ -25,12 +27,13 @@
 //!
 //! Nothing else changes: help, completions and the tests' `--help` listing follow the enum.
 //! A client command also flattens [`client::ClientArgs`] into its `Args` and talks to the
-//! server through [`client::Client`]. Later commands planned this way: `auth`, `audit`.
+//! server through [`client::Client`]. Later commands planned this way: `audit`.
 //!
 //! Exit codes: 0 success, 1 failure after the configuration was accepted (store, bind, final
 //! flush, or stdout) or, for a client command, an error answer or an unreachable server,
 //! 2 configuration or command-line error, 3 `kv watch` ended by `overflow` (docs/CLI.md).
 
+mod auth;
 mod check_config;
 mod client;
 mod completions;
@@ -82,6 +85,8 @@ enum Command {
     Completions(completions::Args),
     /// TLS helpers: `tls dev-cert --out DIR` writes a self-signed development certificate.
     Tls(tls::Args),
+    /// Key file and tokens: `auth init|rotate|mint|attenuate|inspect` (offline).
+    Auth(auth::Args),
     /// Client: read, write, list and watch keys on a running server.
     Kv(kv::Args),
     /// Client: run an atomic transaction from a JSON file (`-` = stdin).
@@ -133,6 +138,7 @@ impl Cli {
             Some(Command::CheckConfig(args)) => check_config::run(args),
             Some(Command::Completions(args)) => completions::run(args, Cli::command()),
             Some(Command::Tls(args)) => tls::run(args),
+            Some(Command::Auth(args)) => auth::run(args),
             Some(Command::Kv(args)) => kv::run(args),
             Some(Command::Txn(args)) => txn::run(args),
             Some(Command::Snapshot(args)) => snapshot::run(args),
