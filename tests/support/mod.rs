@@ -180,6 +180,8 @@ impl Drop for InProcess {
 pub struct Process {
     child: std::process::Child,
     stderr: Arc<Mutex<String>>,
+    /// Set once the stderr reader has seen the end of the pipe: the logs are complete.
+    stderr_done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn binary() -> &'static str {
@@ -219,6 +221,8 @@ impl Server<Process> {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let pipe = child.stderr.take().expect("piped stderr");
         let sink = Arc::clone(&stderr);
+        let stderr_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::clone(&stderr_done);
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
@@ -231,11 +235,16 @@ impl Server<Process> {
                     s.push('\n');
                 }
             }
+            done.store(true, std::sync::atomic::Ordering::Release);
         });
         // From here on the handle owns the process: a failed boot kills it on drop.
         let mut server = Server {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            kind: Process { child, stderr },
+            kind: Process {
+                child,
+                stderr,
+                stderr_done,
+            },
             dir,
         };
         server.addr = match addr_rx.recv_timeout(WAIT) {
@@ -274,7 +283,12 @@ impl Server<Process> {
         let child = &mut self.kind.child;
         let status = try_poll(|| child.try_wait().expect("try_wait"));
         match status {
-            Some(status) => status.code(),
+            Some(status) => {
+                // The process is gone; its last log lines may still be in the pipe.
+                let done = &self.kind.stderr_done;
+                try_poll(|| done.load(std::sync::atomic::Ordering::Acquire).then_some(()));
+                status.code()
+            }
             None => {
                 let _ = self.kind.child.kill();
                 panic!("server did not exit in time; stderr: {}", self.logs());
