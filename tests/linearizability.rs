@@ -1,6 +1,7 @@
 //! Linearizability of the KV API against the real binary: 8 concurrent clients on 5 keys send
-//! a mix of GET / PUT / CAS (`If-Match`) / create-only PUT / DELETE / conditional DELETE; the
-//! recorded history is checked by our Wing–Gong / Porcupine checker (tests/lincheck/).
+//! a mix of GET / PUT / CAS (`If-Match`) / create-only PUT / DELETE / conditional DELETE /
+//! single-key `POST /v1/txn` (if etag or absent, then put, else get); the recorded history is
+//! checked by our Wing–Gong / Porcupine checker (tests/lincheck/).
 //!
 //! - (a) one server, sled (`durability = "sync"`) and mem;
 //! - (b) sled with clean restarts (SIGTERM, exit 0, start on the same data) between phases;

@@ -248,8 +248,9 @@ fn events_between(events: &[(Time, String)], items: &[Item]) -> Vec<(Time, Strin
         .collect()
 }
 
-/// Which value each ETag names. An ETag is opaque: two answers tie a tag to a value (a PUT's
-/// answer, to the value it wrote; a GET's, to the value it read). One tag naming two values,
+/// Which value each ETag names. An ETag is opaque: answers tie a tag to a value (a PUT's or an
+/// applied txn's answer, to the value it wrote; a GET's or a txn else-branch get's, to the
+/// value it read). One tag naming two values,
 /// or one value (written once) carrying two tags, is itself a violation.
 pub struct TagMap {
     value_of: HashMap<String, String>,
@@ -263,7 +264,8 @@ impl TagMap {
         let mut tag_of: HashMap<String, (String, &Op)> = HashMap::new();
         for op in ops {
             let (value, tag) = match (&op.call, &op.ret) {
-                (Call::Put { value, .. }, Some((_, Ret::Written { etag, .. }))) => (value, etag),
+                (Call::Put { value, .. }, Some((_, Ret::Written { etag, .. })))
+                | (Call::Txn { value, .. }, Some((_, Ret::TxnApplied { etag }))) => (value, etag),
                 (_, Some((_, Ret::Found { value, etag }))) => (value, etag),
                 _ => continue,
             };
@@ -331,15 +333,21 @@ enum KCall {
     Get,
     Put(State, KCond),
     Del(KCond),
+    /// If the condition holds, put the value, else get.
+    Txn(State, KCond),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KRet {
     Found(State),
     NotFound,
-    Written { created: bool },
+    Written {
+        created: bool,
+    },
     Deleted,
     Failed,
+    /// A txn's condition held and its put was applied.
+    Applied,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -381,6 +389,10 @@ fn compile(items: &[Item], initial: &Initial, tags: &TagMap) -> Compiled {
                 KCall::Put(v, cond(c, &mut value_id))
             }
             Call::Delete { cond: c } => KCall::Del(cond(c, &mut value_id)),
+            Call::Txn { value, cond: c } => {
+                let v = value_id(value);
+                KCall::Txn(v, cond(c, &mut value_id))
+            }
         };
         let ret = op
             .ret
@@ -392,6 +404,7 @@ fn compile(items: &[Item], initial: &Initial, tags: &TagMap) -> Compiled {
                 Ret::Written { created, .. } => KRet::Written { created: *created },
                 Ret::Deleted => KRet::Deleted,
                 Ret::PreconditionFailed => KRet::Failed,
+                Ret::TxnApplied { .. } => KRet::Applied,
             });
         kops.push(KOp {
             call,
@@ -422,7 +435,10 @@ fn holds(cond: KCond, s: State) -> bool {
 /// answer is impossible from `s`. An answer is a claim about the state it was computed from:
 /// 200 v — the value is v; 404 — absent; 201 — absent and the precondition held; 204 on PUT —
 /// present and the precondition held; 204 on DELETE — present and the precondition held;
-/// 412 — the precondition did not hold. An unanswered op is whichever of these applies.
+/// 412 — the precondition did not hold. A txn: applied — the condition held, and the key
+/// holds its value now; else-branch 200 v — the condition did not hold and the value is v;
+/// else-branch not found — the condition did not hold and the key is absent. An unanswered op
+/// is whichever of these applies.
 fn step_concrete(s: State, op: &KOp, out: &mut Vec<State>) {
     let next = match (op.call, op.ret) {
         (KCall::Get, None) => Some(s),
@@ -441,6 +457,10 @@ fn step_concrete(s: State, op: &KOp, out: &mut Vec<State>) {
         (KCall::Del(c), Some(KRet::Deleted)) => (s != ABSENT && holds(c, s)).then_some(ABSENT),
         (KCall::Del(_), Some(KRet::NotFound)) => (s == ABSENT).then_some(s),
         (KCall::Del(c), Some(KRet::Failed)) => (!holds(c, s)).then_some(s),
+        (KCall::Txn(v, c), None) => Some(if holds(c, s) { v } else { s }),
+        (KCall::Txn(v, c), Some(KRet::Applied)) => holds(c, s).then_some(v),
+        (KCall::Txn(_, c), Some(KRet::Found(v))) => (!holds(c, s) && s == v).then_some(s),
+        (KCall::Txn(_, c), Some(KRet::NotFound)) => (!holds(c, s) && s == ABSENT).then_some(s),
         _ => None,
     };
     out.extend(next);
@@ -455,7 +475,10 @@ fn step_unknown(c: &Compiled, op: &KOp, out: &mut Vec<State>) {
     if let Some(KRet::Found(v)) = op.ret {
         named.push(v);
     }
-    if let KCall::Put(_, KCond::Match(v)) | KCall::Del(KCond::Match(v)) = op.call {
+    if let KCall::Put(_, KCond::Match(v))
+    | KCall::Del(KCond::Match(v))
+    | KCall::Txn(_, KCond::Match(v)) = op.call
+    {
         named.push(v);
     }
     for &v in &named {
@@ -691,7 +714,7 @@ fn window(items: &[Item], j: usize) -> (Vec<Item>, Initial) {
     let may_be: HashSet<String> = items[..j]
         .iter()
         .filter_map(|i| match &i.op.call {
-            Call::Put { value, .. } => Some(value.clone()),
+            Call::Put { value, .. } | Call::Txn { value, .. } => Some(value.clone()),
             _ => None,
         })
         .collect();
@@ -712,10 +735,10 @@ fn window(items: &[Item], j: usize) -> (Vec<Item>, Initial) {
 
 /// Cuts a failing history to a short failing one: the earliest end (binary search over
 /// prefixes), then the latest start (binary search over windows), then drops, one by one,
-/// answered ops that change nothing (reads, 404s, 412s) while it still fails. Every cut only
-/// relaxes the history — if the whole history were linearizable, so would the cut one be — so
-/// failing is monotone in each cut, and a candidate that fails is a real violation. A search
-/// that runs out of budget counts as "does not fail".
+/// answered ops that change nothing (reads, 404s, 412s, txn else-branches) while it still
+/// fails. Every cut only relaxes the history — if the whole history were linearizable, so
+/// would the cut one be — so failing is monotone in each cut, and a candidate that fails is a
+/// real violation. A search that runs out of budget counts as "does not fail".
 fn minimize(items: Vec<Item>, tags: &TagMap, budget: u64) -> (Option<Time>, Vec<Item>) {
     let (mut lo, mut hi) = (1, items.len());
     while lo < hi {

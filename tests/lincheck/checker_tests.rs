@@ -75,6 +75,33 @@ fn del(c: usize, at: (Time, Option<Time>), cond: Cond, r: Option<Ret>) -> Op {
     op(c, at, Call::Delete { cond }, r)
 }
 
+fn txn(c: usize, at: (Time, Option<Time>), value: &str, cond: Cond, r: Option<Ret>) -> Op {
+    op(
+        c,
+        at,
+        Call::Txn {
+            value: value.into(),
+            cond,
+        },
+        r,
+    )
+}
+
+fn if_tag(tag: &str) -> Cond {
+    Cond::IfMatch(tag.into())
+}
+
+fn applied(etag: &str) -> Option<Ret> {
+    Some(Ret::TxnApplied { etag: etag.into() })
+}
+
+fn else_found(value: &str, etag: &str) -> Option<Ret> {
+    Some(Ret::Found {
+        value: value.into(),
+        etag: etag.into(),
+    })
+}
+
 fn check(ops: Vec<Op>) -> Outcome {
     checker::check(
         &History {
@@ -260,6 +287,165 @@ fn one_etag_for_two_values_fails() {
 }
 
 #[test]
+fn txns_mixed_with_every_other_op_in_sequence_are_linearizable() {
+    assert_ok(vec![
+        txn(1, t(0, 1), "v1", Cond::IfNoneMatchAny, applied("e1")),
+        get(2, t(2, 3), Some(("v1", "e1"))),
+        txn(
+            2,
+            t(4, 5),
+            "v2",
+            Cond::IfNoneMatchAny,
+            else_found("v1", "e1"),
+        ),
+        txn(2, t(6, 7), "v3", if_tag("e1"), applied("e3")),
+        txn(1, t(8, 9), "v4", if_tag("e1"), else_found("v3", "e3")),
+        cas(1, t(10, 11), "v5", "e3", written(false, "e5")),
+        txn(2, t(12, 13), "v6", if_tag("e3"), else_found("v5", "e5")),
+        del(1, t(14, 15), Cond::None, Some(Ret::Deleted)),
+        txn(2, t(16, 17), "v7", if_tag("e5"), Some(Ret::NotFound)),
+        create(1, t(18, 19), "v8", written(true, "e8")),
+        txn(1, t(20, 21), "v9", Cond::None, applied("e9")),
+        get(2, t(22, 23), Some(("v9", "e9"))),
+    ]);
+}
+
+#[test]
+fn racing_txns_and_unanswered_txns_are_linearizable() {
+    assert_ok(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        // Two txns on the same ETag, overlapping: one applies, the other's get sees its value.
+        txn(1, t(10, 20), "v2", if_tag("e1"), else_found("v3", "e3")),
+        txn(2, t(11, 19), "v3", if_tag("e1"), applied("e3")),
+        // A CAS racing a txn: the txn went first.
+        cas(1, t(30, 40), "v4", "e3", Some(Ret::PreconditionFailed)),
+        txn(2, t(31, 39), "v5", if_tag("e3"), applied("e5")),
+        // Unanswered: one takes effect late (read at 60), one never.
+        txn(3, pending(41), "v6", if_tag("e5"), None),
+        txn(4, pending(42), "v7", Cond::IfNoneMatchAny, None),
+        get(1, t(50, 51), Some(("v5", "e5"))),
+        get(1, t(60, 61), Some(("v6", "e6"))),
+    ]);
+}
+
+/// No concurrency at all: the ETag the txn compares was replaced before it was sent.
+#[test]
+fn a_txn_applied_against_an_overwritten_tag_fails() {
+    assert_violation(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        put(2, t(2, 3), "v2", false, "e2"),
+        txn(1, t(4, 5), "v3", if_tag("e1"), applied("e3")),
+    ]);
+}
+
+#[test]
+fn a_txn_else_get_of_a_value_no_longer_current_fails() {
+    // Stale: v1 was replaced before the txn was sent.
+    assert_violation(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        put(2, t(2, 3), "v2", false, "e2"),
+        txn(1, t(4, 5), "v3", if_tag("e9"), else_found("v1", "e1")),
+    ]);
+    // Never written at all.
+    let w = assert_violation(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        txn(
+            1,
+            t(4, 5),
+            "v3",
+            if_tag("e9"),
+            else_found("v-never", "e-never"),
+        ),
+    ]);
+    assert!(w.ops().any(|o| matches!(o.call, Call::Txn { .. })), "{w}");
+}
+
+#[test]
+fn txn_answers_that_misstate_the_condition_fail() {
+    // The else-branch ran, yet the get found the very value the condition names.
+    assert_violation(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        txn(2, t(2, 3), "v2", if_tag("e1"), else_found("v1", "e1")),
+    ]);
+    // exists:false applied on a present key.
+    assert_violation(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        txn(2, t(2, 3), "v2", Cond::IfNoneMatchAny, applied("e2")),
+    ]);
+    // exists:false refused on an absent key.
+    assert_violation(vec![txn(
+        1,
+        t(0, 1),
+        "v1",
+        Cond::IfNoneMatchAny,
+        Some(Ret::NotFound),
+    )]);
+    // The else-get found nothing on a present key.
+    assert_violation(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        txn(2, t(2, 3), "v2", if_tag("e9"), Some(Ret::NotFound)),
+    ]);
+    // A txn's write lost: applied, then an older value is read.
+    assert_violation(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        txn(2, t(2, 3), "v2", if_tag("e1"), applied("e2")),
+        get(3, t(4, 5), Some(("v1", "e1"))),
+    ]);
+}
+
+/// The crash witness of `a_cas_read_by_another_client_then_rolled_back_fails`, with a txn.
+#[test]
+fn an_unanswered_txn_read_by_another_client_then_rolled_back_fails() {
+    assert_violation(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        txn(1, pending(2), "v2", if_tag("e1"), None),
+        get(2, t(3, 4), Some(("v2", "e2"))),
+        txn(3, t(10, 11), "v3", if_tag("e1"), applied("e3")),
+    ]);
+}
+
+#[test]
+fn a_txn_etag_that_names_two_values_fails() {
+    let w = assert_violation(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        txn(2, t(2, 3), "v2", if_tag("e1"), applied("e1")),
+    ]);
+    assert!(w.reason.contains("names two values"), "{w}");
+    // An else-get that ties a written value to a second ETag.
+    let w = assert_violation(vec![
+        put(1, t(0, 1), "v1", true, "e1"),
+        txn(2, t(2, 3), "v2", if_tag("e9"), else_found("v1", "e7")),
+    ]);
+    assert!(w.reason.contains("two ETags"), "{w}");
+}
+
+/// The witness is cut short around a txn too, and shows it.
+#[test]
+fn a_txn_witness_is_cut_to_the_few_ops_that_matter() {
+    let mut ops = Vec::new();
+    for i in 0..100u64 {
+        let (v, e) = (format!("v{i}"), format!("e{i}"));
+        ops.push(put(1, t(4 * i, 4 * i + 1), &v, i == 0, &e));
+        ops.push(get(2, t(4 * i + 2, 4 * i + 3), Some((&v, &e))));
+    }
+    ops.push(txn(
+        3,
+        t(1000, 1001),
+        "late",
+        if_tag("e50"),
+        applied("e-late"),
+    ));
+    let w = assert_violation(ops);
+    assert!(w.items.len() <= 3, "{w}");
+    assert!(w.ops().any(|o| matches!(o.call, Call::Txn { .. })), "{w}");
+    let text = w.to_string();
+    assert!(
+        text.contains("TXN if k etag e50 then PUT \"late\" else GET -> applied"),
+        "{text}"
+    );
+}
+
+#[test]
 fn keys_are_checked_independently_and_the_witness_names_the_failing_key() {
     let mut ops = Vec::new();
     for (i, key) in ["a", "b", "c"].iter().enumerate() {
@@ -370,7 +556,7 @@ fn simulated_history(rng: &mut Rng, clients: usize, ops_per_client: usize) -> Ve
         };
         let answered = rng.below(8) != 0;
         let applies = answered || rng.below(2) == 0;
-        let (call, ret) = match rng.below(3) {
+        let (call, ret) = match rng.below(4) {
             0 => {
                 let r = match &state {
                     Some((v, t)) => Ret::Found {
@@ -396,6 +582,26 @@ fn simulated_history(rng: &mut Rng, clients: usize, ops_per_client: usize) -> Ve
                 };
                 (Call::Put { value, cond }, r)
             }
+            2 => {
+                let value = format!("v{n}");
+                let r = if holds {
+                    version += 1;
+                    let etag = format!("\"{version}\"");
+                    if applies {
+                        state = Some((value.clone(), etag.clone()));
+                    }
+                    Ret::TxnApplied { etag }
+                } else {
+                    match &state {
+                        Some((v, t)) => Ret::Found {
+                            value: v.clone(),
+                            etag: t.clone(),
+                        },
+                        None => Ret::NotFound,
+                    }
+                };
+                (Call::Txn { value, cond }, r)
+            }
             _ => {
                 let cond = if cond == Cond::IfNoneMatchAny {
                     Cond::None
@@ -420,7 +626,9 @@ fn simulated_history(rng: &mut Rng, clients: usize, ops_per_client: usize) -> Ve
             }
         };
         if answered {
-            if let Ret::Found { etag, .. } | Ret::Written { etag, .. } = &ret {
+            if let Ret::Found { etag, .. } | Ret::Written { etag, .. } | Ret::TxnApplied { etag } =
+                &ret
+            {
                 revealed.push(etag.clone());
             }
         }

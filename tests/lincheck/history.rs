@@ -32,14 +32,23 @@ pub enum Call {
     Delete {
         cond: Cond,
     },
+    /// `POST /v1/txn` on one key: if `cond` holds (`IfMatch(tag)`: an `etag` compare;
+    /// `IfNoneMatchAny`: `exists: false`; `None`: no compare), then put `value`, else get the
+    /// key — judged and applied at one point. Like a PUT, `value` names the write.
+    Txn {
+        value: String,
+        cond: Cond,
+    },
 }
 
 /// What the server answered, reduced to what it claims about the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ret {
-    /// GET 200 with this body and ETag.
+    /// GET 200 with this body and ETag; or a txn whose compare did not hold, whose else-branch
+    /// get found this value with this ETag.
     Found { value: String, etag: String },
-    /// 404 (GET or DELETE): the key is absent.
+    /// 404 (GET or DELETE): the key is absent; or a txn whose compare did not hold, whose
+    /// else-branch get found nothing.
     NotFound,
     /// PUT 201 (`created`) or 204, with the new ETag.
     Written { created: bool, etag: String },
@@ -47,6 +56,8 @@ pub enum Ret {
     Deleted,
     /// 412: the precondition did not hold.
     PreconditionFailed,
+    /// A txn answered `succeeded: true`: its put wrote the value, with this ETag.
+    TxnApplied { etag: String },
 }
 
 /// One operation. `ret == None` means indeterminate: the request was sent but no answer came
@@ -92,11 +103,27 @@ impl fmt::Display for Op {
             Call::Get => write!(f, "GET {}", self.key)?,
             Call::Put { value, cond } => write!(f, "PUT {} = {value:?}{cond}", self.key)?,
             Call::Delete { cond } => write!(f, "DELETE {}{cond}", self.key)?,
+            Call::Txn { value, cond } => {
+                let k = &self.key;
+                match cond {
+                    Cond::None => write!(f, "TXN {k}: PUT {value:?}")?,
+                    Cond::IfMatch(tag) => write!(f, "TXN if {k} etag {tag}")?,
+                    Cond::IfNoneMatchAny => write!(f, "TXN if {k} absent")?,
+                }
+                if *cond != Cond::None {
+                    write!(f, " then PUT {value:?} else GET")?;
+                }
+            }
         }
+        let txn = matches!(self.call, Call::Txn { .. });
         match &self.ret {
             None => {
                 f.write_str(" -> ? (no answer: may take effect any time after the call, or never)")
             }
+            Some((_, Ret::Found { value, etag })) if txn => {
+                write!(f, " -> else, found {value:?} etag {etag}")
+            }
+            Some((_, Ret::NotFound)) if txn => f.write_str(" -> else, not found"),
             Some((_, Ret::Found { value, etag })) => write!(f, " -> 200 {value:?} etag {etag}"),
             Some((_, Ret::NotFound)) => f.write_str(" -> 404"),
             Some((_, Ret::Written { created, etag })) => {
@@ -104,6 +131,7 @@ impl fmt::Display for Op {
             }
             Some((_, Ret::Deleted)) => f.write_str(" -> 204"),
             Some((_, Ret::PreconditionFailed)) => f.write_str(" -> 412"),
+            Some((_, Ret::TxnApplied { etag })) => write!(f, " -> applied, etag {etag}"),
         }
     }
 }

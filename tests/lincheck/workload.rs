@@ -1,7 +1,8 @@
 //! The workload: N concurrent clients (tokio tasks, one keep-alive HTTP/1.1 connection each,
 //! hyper's client) sending a random mix of GET / PUT / CAS (`If-Match`) / create-only PUT
-//! (`If-None-Match: *`) / DELETE / conditional DELETE on a few keys, every request recorded in
-//! a [`History`]; and the scenarios that run it across clean restarts and `kill -9`.
+//! (`If-None-Match: *`) / DELETE / conditional DELETE / single-key `POST /v1/txn` (if etag or
+//! absent, then put, else get) on a few keys, every request recorded in a [`History`]; and the
+//! scenarios that run it across clean restarts and `kill -9`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -257,7 +260,10 @@ fn outcome_name(op: &Op) -> &'static str {
         (Call::Delete { .. }, Some((_, Ret::Deleted))) => "delete 204",
         (Call::Delete { .. }, Some((_, Ret::NotFound))) => "delete 404",
         (Call::Delete { .. }, Some(_)) => "delete 412",
-        (Call::Get, Some(_)) => "get ?",
+        (Call::Txn { .. }, Some((_, Ret::TxnApplied { .. }))) => "txn ok",
+        (Call::Txn { .. }, Some((_, Ret::Found { .. }))) => "txn else 200",
+        (Call::Txn { .. }, Some((_, Ret::NotFound))) => "txn else 404",
+        (Call::Get | Call::Txn { .. }, Some(_)) => "? (impossible answer)",
     }
 }
 
@@ -299,22 +305,30 @@ async fn client_loop(
             format!("c{}.{}", cfg.id, seq)
         };
         let call = match (rng.below(100), known) {
-            (0..35, _) => Call::Get,
-            (35..55, _) => Call::Put {
+            (0..32, _) => Call::Get,
+            (32..50, _) => Call::Put {
                 value: value(),
                 cond: Cond::None,
             },
-            (55..75, Some(tag)) => Call::Put {
+            (50..68, Some(tag)) => Call::Put {
                 value: value(),
                 cond: Cond::IfMatch(tag),
             },
-            (55..85, _) => Call::Put {
+            (50..77, _) => Call::Put {
                 value: value(),
                 cond: Cond::IfNoneMatchAny,
             },
-            (85..93, _) | (93.., None) => Call::Delete { cond: Cond::None },
-            (93.., Some(tag)) => Call::Delete {
+            (77..84, _) | (84..90, None) => Call::Delete { cond: Cond::None },
+            (84..90, Some(tag)) => Call::Delete {
                 cond: Cond::IfMatch(tag),
+            },
+            (90.., Some(tag)) => Call::Txn {
+                value: value(),
+                cond: Cond::IfMatch(tag),
+            },
+            (90.., None) => Call::Txn {
+                value: value(),
+                cond: Cond::IfNoneMatchAny,
             },
         };
         if conn.is_none() {
@@ -339,7 +353,10 @@ async fn client_loop(
             }
         };
         match &ret {
-            Some((_, Ret::Found { etag, .. } | Ret::Written { etag, .. })) => {
+            Some((
+                _,
+                Ret::Found { etag, .. } | Ret::Written { etag, .. } | Ret::TxnApplied { etag },
+            )) => {
                 tags.insert(k, etag.clone());
             }
             Some((_, Ret::NotFound | Ret::Deleted)) => {
@@ -402,11 +419,15 @@ async fn send(
     key: &str,
     call: &Call,
 ) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+    if let Call::Txn { value, cond } = call {
+        return send_txn(sender, key, value, cond).await;
+    }
     let uri = format!("/v1/kv/{BUCKET}/{key}");
     let (method, body, cond) = match call {
         Call::Get => ("GET", Bytes::new(), &Cond::None),
         Call::Put { value, cond } => ("PUT", Bytes::from(value.clone()), cond),
         Call::Delete { cond } => ("DELETE", Bytes::new(), cond),
+        Call::Txn { .. } => unreachable!("sent above"),
     };
     let mut req = hyper::Request::builder()
         .method(method)
@@ -448,6 +469,82 @@ async fn send(
             "{method} {key} ({call:?}) answered {status}: {}",
             String::from_utf8_lossy(&body)
         ),
+    };
+    Ok(Answer::Ret(ret))
+}
+
+/// `POST /v1/txn`: if the key's ETag is `tag` (or the key is absent), then put `value`, else
+/// get the key. A 200 is read for what it claims; 5xx/429/408 say nothing.
+async fn send_txn(
+    sender: &mut SendRequest<Full<Bytes>>,
+    key: &str,
+    value: &str,
+    cond: &Cond,
+) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+    let compares = match cond {
+        Cond::None => serde_json::json!([]),
+        Cond::IfMatch(tag) => serde_json::json!([{"bucket": BUCKET, "key": key, "etag": tag}]),
+        Cond::IfNoneMatchAny => {
+            serde_json::json!([{"bucket": BUCKET, "key": key, "exists": false}])
+        }
+    };
+    let body = serde_json::json!({
+        "if": compares,
+        "then": [{"op": "put", "bucket": BUCKET, "key": key, "value": BASE64.encode(value)}],
+        "else": [{"op": "get", "bucket": BUCKET, "key": key}],
+    });
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri("/v1/txn")
+        .header("host", "lincheck")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))?;
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let raw = resp.into_body().collect().await?.to_bytes();
+    match status {
+        200 => {}
+        408 | 429 | 500.. => return Ok(Answer::ServerError),
+        _ => panic!(
+            "txn on {key} ({cond:?}) answered {status}: {}",
+            String::from_utf8_lossy(&raw)
+        ),
+    }
+    let bad = |what: &str| -> ! {
+        panic!(
+            "txn on {key} ({cond:?}): {what} in {}",
+            String::from_utf8_lossy(&raw)
+        )
+    };
+    let answer: serde_json::Value =
+        serde_json::from_slice(&raw).unwrap_or_else(|_| bad("not JSON"));
+    let result = match answer["results"].as_array().map(Vec::as_slice) {
+        Some([one]) => one,
+        _ => bad("not exactly one result"),
+    };
+    let text = |field: &str| -> String {
+        result[field]
+            .as_str()
+            .unwrap_or_else(|| bad(&format!("no string {field:?}")))
+            .to_owned()
+    };
+    let ret = match (answer["succeeded"].as_bool(), result["op"].as_str()) {
+        (Some(true), Some("put")) => Ret::TxnApplied { etag: text("etag") },
+        (Some(false), Some("get")) => match result["found"].as_bool() {
+            Some(true) => {
+                let bytes = BASE64
+                    .decode(text("value"))
+                    .unwrap_or_else(|_| bad("a value not in base64"));
+                Ret::Found {
+                    value: String::from_utf8_lossy(&bytes).into_owned(),
+                    etag: text("etag"),
+                }
+            }
+            Some(false) => Ret::NotFound,
+            None => bad("a get without \"found\""),
+        },
+        _ => bad("a result that does not match \"succeeded\""),
     };
     Ok(Answer::Ret(ret))
 }
