@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-boot_micronode "$work/log" MICRONODE_BIND_ADDR=127.0.0.1:0 MICRONODE_STORAGE_ENGINE=sled \
+boot_micronode "$work/log" MICRONODE_BIND_ADDR=127.0.0.1:0 \
   MICRONODE_STORAGE_PATH="$work/data"
 pid=$BOOT_PID
 export MICRONODE_URL="http://$BOOT_ADDR"
