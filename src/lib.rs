@@ -16,6 +16,8 @@
 //!   change feed, the TTL sweeper, point-in-time dumps.
 //! - [`snapshot`] — the snapshot file format: header, key and system records, end line with
 //!   count and SHA-256; an incremental writer and a checking reader.
+//! - [`audit`]    — the audit trail: hash-chained JSON lines, durable on `sync`, rotation,
+//!   offline verification.
 //! - [`ready`]    — readiness probes, draining, the windowed error-rate gate.
 //! - [`metrics`]  — the Prometheus registry, label sets handed over at boot.
 //! - [`latency`]  — dev-only service-time HdrHistograms behind `/dev/latency`.
@@ -28,6 +30,7 @@
 
 #![warn(unreachable_pub)]
 pub mod app;
+pub mod audit;
 pub mod config;
 pub(crate) mod error;
 pub mod guards;
