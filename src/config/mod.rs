@@ -234,6 +234,15 @@ knobs! {
         max_ops: usize = 64, env "MICRONODE_TXN_MAX_OPS", range 1..=64;
     }
 
+    /// The audit trail (docs/SECURITY.md, "Audit trail").
+    [audit] AuditCfg {
+        /// Audit log file (hash-chained JSON lines, mode 0600); empty = no audit trail.
+        path: PathBuf = PathBuf::new(), env "MICRONODE_AUDIT_PATH";
+        /// Size past which the audit file is rotated to `<path>.<n>`; the chain continues.
+        rotate_bytes: u64 = 64 * 1024 * 1024,
+            env "MICRONODE_AUDIT_ROTATE_BYTES", range 4_096..=1 << 40;
+    }
+
     /// Logging to stderr.
     [log] LogCfg {
         /// Log line format on stderr: `text` (coloured only on a terminal) or `json`.
