@@ -16,6 +16,8 @@
 //!   change feed, the TTL sweeper, point-in-time dumps.
 //! - [`snapshot`] — the snapshot file format: header, key and system records, end line with
 //!   count and SHA-256; an incremental writer and a checking reader.
+//! - [`audit`]    — the audit trail: hash-chained JSON lines, durable on `sync`, rotation,
+//!   offline verification.
 //! - [`auth`]     — capability tokens: wire form, HMAC chain, mint, attenuate, verify, the
 //!   allow decision, and the key ring file.
 //! - [`ready`]    — readiness probes, draining, the windowed error-rate gate.
@@ -30,6 +32,7 @@
 
 #![warn(unreachable_pub)]
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub(crate) mod error;

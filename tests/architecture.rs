@@ -53,13 +53,22 @@ fn low_layers_import_nothing_of_the_request_path() {
     let upper = ["server", "service", "router", "guards", "handlers", "app"];
     for leaf in [
         "metrics", "store", "config", "error", "wire", "response", "ready", "latency", "snapshot",
-        "auth",
+        "audit", "auth",
     ] {
         let deps = g.get(leaf).unwrap_or_else(|| panic!("no module {leaf}"));
         for u in upper {
             assert!(!deps.contains(u), "{leaf} imports {u}: {deps:?}");
         }
     }
+}
+
+/// The audit trail is a leaf: it is handed a path and a size and imports nothing of the crate
+/// (at most `config`).
+#[test]
+fn audit_imports_nothing_of_the_crate_but_config() {
+    let g = graph();
+    let deps = g.get("audit").expect("module audit");
+    assert!(deps.iter().all(|d| d == "config"), "audit imports {deps:?}");
 }
 
 /// Every cycle found by walking the graph has at most two members.

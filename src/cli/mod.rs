@@ -13,6 +13,7 @@
 //! - [`kv`] — `micronode kv get|put|delete|list|watch` (client);
 //! - [`txn`] — `micronode txn FILE.json` (client);
 //! - [`snapshot`] — `micronode snapshot save` (client), `verify` and `restore` (offline);
+//! - [`audit`] — `micronode audit verify FILE...` (offline);
 //! - [`client`] — the HTTP client of the client commands: `--url`, `--token`, `--cacert`,
 //!   one connection per command, the 10 s bound, error envelope → message and exit code;
 //! - [`out`] — stdout that treats a closed pipe as success (`micronode --help | head`).
@@ -27,12 +28,13 @@
 //!
 //! Nothing else changes: help, completions and the tests' `--help` listing follow the enum.
 //! A client command also flattens [`client::ClientArgs`] into its `Args` and talks to the
-//! server through [`client::Client`]. Later commands planned this way: `audit`.
+//! server through [`client::Client`].
 //!
 //! Exit codes: 0 success, 1 failure after the configuration was accepted (store, bind, final
 //! flush, or stdout) or, for a client command, an error answer or an unreachable server,
 //! 2 configuration or command-line error, 3 `kv watch` ended by `overflow` (docs/CLI.md).
 
+mod audit;
 mod auth;
 mod check_config;
 mod client;
@@ -93,6 +95,8 @@ enum Command {
     Txn(txn::Args),
     /// Save a snapshot from a running server; verify a snapshot file; restore one offline.
     Snapshot(snapshot::Args),
+    /// Audit trail: `audit verify FILE...` checks the hash chain of audit files.
+    Audit(audit::Args),
     /// Print the knob table of docs/CONFIG.md (generated from the knob declaration).
     #[command(hide = true)]
     ConfigDocs,
@@ -142,6 +146,7 @@ impl Cli {
             Some(Command::Kv(args)) => kv::run(args),
             Some(Command::Txn(args)) => txn::run(args),
             Some(Command::Snapshot(args)) => snapshot::run(args),
+            Some(Command::Audit(args)) => audit::run(args),
             Some(Command::ConfigDocs) => out::print(micronode::config::docs_table()),
         }
     }

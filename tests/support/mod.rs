@@ -286,7 +286,10 @@ impl Server<Process> {
             Some(status) => {
                 // The process is gone; its last log lines may still be in the pipe.
                 let done = &self.kind.stderr_done;
-                try_poll(|| done.load(std::sync::atomic::Ordering::Acquire).then_some(()));
+                try_poll(|| {
+                    done.load(std::sync::atomic::Ordering::Acquire)
+                        .then_some(())
+                });
                 status.code()
             }
             None => {
