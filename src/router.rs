@@ -75,6 +75,7 @@ pub(crate) static ROUTES: &[Route] = &[
     Route { template: "/readyz", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetReadyz, GuardSpec::READY)] },
     Route { template: "/version", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetVersion, GuardSpec::ADMIN)] },
     Route { template: "/metrics", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetMetrics, GuardSpec::ADMIN)] },
+    Route { template: "/openapi.json", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetOpenapi, GuardSpec::ADMIN)] },
     Route { template: "/v1/ping", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetPing, GuardSpec::FEATURE)] },
     Route { template: "/v1/kv/{bucket}/{*key}", plane: Plane::Feature, endpoints: &[
         ep(Verb::Get, Handler::GetKv, GuardSpec::KV_READ),

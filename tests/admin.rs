@@ -48,6 +48,23 @@ fn admin_routes_answer_as_documented() {
     assert_eq!(r.json(), serde_json::json!({"pong": true}));
 }
 
+/// `/openapi.json` serves docs/openapi.json byte for byte (scripts/openapi_json.sh keeps that
+/// file equal to docs/openapi.yaml).
+#[test]
+fn openapi_json_is_the_checked_in_document() {
+    let s = TestServer::start(&[]);
+    let r = s.get("/openapi.json");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let want = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+        .expect("docs/openapi.json");
+    assert!(
+        r.body == want,
+        "/openapi.json differs from docs/openapi.json"
+    );
+    assert_eq!(r.json()["openapi"], "3.1.0");
+}
+
 #[test]
 fn unknown_path_is_404_with_envelope() {
     let s = TestServer::start(&[]);

@@ -1,4 +1,5 @@
-//! The admin plane: liveness, readiness, version, metrics — plus `/v1/ping`.
+//! The admin plane: liveness, readiness, version, metrics, the OpenAPI document — plus
+//! `/v1/ping`.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -56,6 +57,17 @@ pub fn get_version(cx: Cx<'_>) -> Result<Resp, ApiError> {
 pub fn get_metrics(cx: Cx<'_>) -> Result<Resp, ApiError> {
     let text = cx.app.metrics.render(&cx.app.gauges());
     Ok(response::with_body(StatusCode::OK, PROMETHEUS_TEXT, text))
+}
+
+/// docs/openapi.json, generated from docs/openapi.yaml by scripts/openapi_json.sh.
+const OPENAPI_JSON: &[u8] = include_bytes!("../../docs/openapi.json");
+
+// GET /openapi.json
+pub fn get_openapi(_cx: Cx<'_>) -> Result<Resp, ApiError> {
+    Ok(response::json(
+        StatusCode::OK,
+        Bytes::from_static(OPENAPI_JSON),
+    ))
 }
 
 // GET /v1/ping

@@ -125,6 +125,7 @@ handlers! {
     GetReadyz => step admin::get_readyz, waits if admin::readyz_waits, answers [200, 503];
     GetVersion => sync admin::get_version, answers [200];
     GetMetrics => sync admin::get_metrics, answers [200];
+    GetOpenapi => sync admin::get_openapi, answers [200];
     GetPing => sync admin::get_ping, answers [200];
     GetKv => step kv::get_kv, waits if kv::reads_wait, answers [200, 304, 400, 404, 412];
     PutKv => async kv::put_kv, answers [201, 204, 400, 412, 507];
