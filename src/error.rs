@@ -238,7 +238,7 @@ impl ApiError {
     }
 
     /// The error envelope response. `request_id` is already validated to `[A-Za-z0-9._-]`, so
-    /// it needs no JSON escaping; messages are our own ASCII text without quotes.
+    /// it needs no JSON escaping; messages are our own text, escaped all the same.
     pub fn into_response(self, request_id: &HeaderValue) -> Resp {
         if let ApiError::At { error, revision } = self {
             let mut resp = error.into_response(request_id);
@@ -251,7 +251,9 @@ impl ApiError {
         body.push_str("{\"code\":\"");
         body.push_str(code.as_str());
         body.push_str("\",\"message\":\"");
-        self.write_message(&mut body);
+        let mut message = String::with_capacity(64);
+        self.write_message(&mut message);
+        json_escape(&message, &mut body);
         body.push_str("\",\"retryable\":");
         body.push_str(if code.retryable() { "true" } else { "false" });
         body.push_str(",\"request_id\":\"");
@@ -283,9 +285,40 @@ impl ApiError {
     }
 }
 
+/// Appends `text` as the inside of a JSON string.
+fn json_escape(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_with_quotes_still_make_valid_json() {
+        let rid = HeaderValue::from_static("r-1");
+        let resp = ApiError::BadRequest("a \"quoted\" \\ word\n").into_response(&rid);
+        let body = match resp.into_body() {
+            crate::response::Body::Full(b) => {
+                futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(b))
+                    .expect("ready")
+                    .expect("infallible")
+                    .to_bytes()
+            }
+            crate::response::Body::Stream(_) => panic!("an envelope is one buffer"),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+        assert_eq!(v["message"], "a \"quoted\" \\ word\n");
+    }
 
     #[test]
     fn every_code_has_its_documented_status_and_retryability() {

@@ -76,6 +76,25 @@ impl http_body::Body for Body {
 
 pub(crate) type Resp = Response<Body>;
 
+/// A streamed body fed through a channel by the task producing it (watch streams, snapshots):
+/// each message is one data frame; an `Err` ends the body with that error (the client sees the
+/// stream cut); the sender going away ends it cleanly. The channel's bound is the only buffer.
+pub(crate) struct ChannelBody<E>(pub(crate) tokio::sync::mpsc::Receiver<Result<Bytes, E>>);
+
+impl<E> http_body::Body for ChannelBody<E> {
+    type Data = Bytes;
+    type Error = E;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| c.map(Frame::data)))
+    }
+}
+
 pub(crate) const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub(crate) const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 pub(crate) const PROMETHEUS_TEXT: HeaderValue =

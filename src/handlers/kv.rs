@@ -134,13 +134,15 @@ pub fn parse_tags(
         return Ok(None);
     }
     let mut versions = Vec::new();
+    let (mut any, mut tags) = (false, 0usize);
     for v in values {
         let s = v
             .to_str()
             .map_err(|_| ApiError::BadRequest("invalid precondition header"))?;
         for tag in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             if tag == "*" {
-                return Ok(Some(IfMatch::Any));
+                any = true;
+                continue;
             }
             let (weak, opaque) = match tag.strip_prefix("W/") {
                 Some(rest) => (true, rest),
@@ -151,8 +153,9 @@ pub fn parse_tags(
                 .and_then(|t| t.strip_suffix('"'))
                 .filter(|t| !t.contains('"'))
                 .ok_or(ApiError::BadRequest(
-                    "invalid entity tag: expected \"<revision>\" or *",
+                    "invalid entity tag: expected a quoted revision or *",
                 ))?;
+            tags += 1;
             if weak && comparison == Comparison::Strong {
                 continue;
             }
@@ -161,7 +164,14 @@ pub fn parse_tags(
             }
         }
     }
-    Ok(Some(IfMatch::Versions(versions)))
+    match (any, tags) {
+        (true, 0) => Ok(Some(IfMatch::Any)),
+        // `*` stands alone (RFC 9110: `"*" / #entity-tag`).
+        (true, _) => Err(ApiError::BadRequest(
+            "a precondition is * alone or a list of entity tags",
+        )),
+        (false, _) => Ok(Some(IfMatch::Versions(versions))),
+    }
 }
 
 /// The conditions of a PUT or DELETE: `If-Match` compared strongly, `If-None-Match` weakly.
@@ -593,7 +603,7 @@ mod tests {
             parse_tags(&h, IF_MATCH, Comparison::Strong),
             Ok(Some(IfMatch::Any))
         );
-        for bad in ["unquoted", "\"a\"b\"", "W/unquoted"] {
+        for bad in ["unquoted", "\"a\"b\"", "W/unquoted", "*, \"1\"", "*, junk"] {
             h.insert(IF_MATCH, HeaderValue::from_static(bad));
             assert!(
                 parse_tags(&h, IF_MATCH, Comparison::Strong).is_err(),

@@ -8,20 +8,17 @@
 //! stream with no end line, which `micronode snapshot verify` refuses.
 
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
-use http_body::Frame;
 use tokio::sync::mpsc;
 
 use super::Cx;
 use crate::config::Engine;
 use crate::error::ApiError;
-use crate::response::{Body, Resp};
+use crate::response::{Body, ChannelBody, Resp};
 use crate::snapshot::{EntryRef, Header, Writer};
 use crate::store::dump::{self, Item, Sink};
 use crate::store::now_secs;
@@ -57,7 +54,7 @@ pub async fn get_snapshot(cx: Cx<'_>) -> Result<Resp, ApiError> {
             }
         }
     });
-    let mut resp = http::Response::new(Body::stream(Chunks(rx)));
+    let mut resp = http::Response::new(Body::stream(ChannelBody(rx)));
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(
         CONTENT_TYPE,
@@ -133,22 +130,5 @@ impl Sink for Lines {
             &mut self.buf,
         );
         self.send_if_full(false)
-    }
-}
-
-/// The response body: chunks from the dump thread.
-struct Chunks(mpsc::Receiver<Chunk>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| c.map(Frame::data)))
     }
 }

@@ -49,7 +49,8 @@ enum OpIn {
         #[serde(default)]
         content_type: Option<String>,
         #[serde(default)]
-        ttl: Option<u64>,
+        /// Seconds; a JSON number with no fraction (`30` or `30.0`).
+        ttl: Option<serde_json::Number>,
     },
     Delete {
         bucket: String,
@@ -117,6 +118,24 @@ fn compare_cond(c: &CompareIn) -> Result<Cond, ApiError> {
     }
 }
 
+/// A TTL in whole seconds within range: JSON Schema (and many clients) count `30.0` as the
+/// integer 30, so a number with no fraction is accepted in either spelling.
+fn whole_seconds(n: &serde_json::Number) -> Option<u64> {
+    let secs = match n.as_u64() {
+        Some(u) => u,
+        None => {
+            let f = n.as_f64()?;
+            if f.fract() != 0.0 || !(1.0..=super::kv::MAX_TTL_SECS as f64).contains(&f) {
+                return None;
+            }
+            f as u64
+        }
+    };
+    (1..=super::kv::MAX_TTL_SECS)
+        .contains(&secs)
+        .then_some(secs)
+}
+
 fn check_op(op: OpIn) -> Result<Checked, ApiError> {
     Ok(match op {
         OpIn::Put {
@@ -143,10 +162,10 @@ fn check_op(op: OpIn) -> Result<Checked, ApiError> {
             };
             let expires_at = match ttl {
                 None => None,
-                Some(t) if (1..=super::kv::MAX_TTL_SECS).contains(&t) => {
-                    Some(super::kv::expiry_after(t))
-                }
-                Some(_) => return Err(bad("ttl must be 1 to 315360000 seconds")),
+                Some(t) => Some(super::kv::expiry_after(
+                    whole_seconds(&t)
+                        .ok_or(bad("ttl must be a whole number of seconds, 1 to 315360000"))?,
+                )),
             };
             Checked::Put {
                 bucket,

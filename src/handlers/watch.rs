@@ -12,9 +12,7 @@
 //! `id:` line, so a client resuming from its last id never splits a transaction.
 
 use std::fmt::Write as _;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -22,7 +20,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, StatusCode};
-use http_body::Frame;
 use tokio::sync::mpsc;
 
 use super::Cx;
@@ -30,13 +27,16 @@ use super::kv::{parse_bool, tag_revision, valid_bucket};
 use crate::app::WatcherSlot;
 use crate::error::ApiError;
 use crate::metrics::{KvOp, Metrics};
-use crate::response::{Body, Resp};
+use crate::response::{self, Body, ChannelBody, Resp};
 use crate::store::feed::Read;
 use crate::store::{Event, EventKind, Storage};
 use crate::wire::MICRONODE_REVISION;
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+/// One message of a stream's channel: a frame of SSE text (a stream never fails midway).
+type Frame = Result<Bytes, std::convert::Infallible>;
+
 /// Events per frame at most (a revision is never split, so a frame may hold more).
 const FRAME_EVENTS: usize = 256;
 
@@ -82,6 +82,22 @@ pub async fn get_watch(cx: Cx<'_>) -> Result<Resp, ApiError> {
             ))
         })
         .transpose()?;
+    if cx.head.method == http::Method::HEAD {
+        // The headers a GET would get, without opening a stream or taking a watcher slot.
+        let since_ok = since.is_none_or(|r| r >= cx.app.store.feed().floor());
+        if !since_ok {
+            return Err(ApiError::Compacted {
+                oldest: cx.app.store.feed().floor(),
+            });
+        }
+        let mut resp = response::empty(StatusCode::OK);
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_TYPE, EVENT_STREAM);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let at = since.unwrap_or_else(|| cx.app.store.feed().released());
+        headers.insert(MICRONODE_REVISION, HeaderValue::from(at));
+        return Ok(resp);
+    }
     let slot = cx.app.streams.try_watch().ok_or(ApiError::Concurrency)?;
     cx.app.metrics.kv_op(KvOp::Watch);
     let store = Arc::clone(&cx.app.store);
@@ -114,30 +130,13 @@ pub async fn get_watch(cx: Cx<'_>) -> Result<Resp, ApiError> {
         _slot: slot,
     };
     tokio::spawn(stream.run(tx));
-    let mut resp = http::Response::new(Body::stream(Frames(rx)));
+    let mut resp = http::Response::new(Body::stream(ChannelBody(rx)));
     *resp.status_mut() = StatusCode::OK;
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, EVENT_STREAM);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(MICRONODE_REVISION, HeaderValue::from(cursor));
     Ok(resp)
-}
-
-/// The response body: frames from the stream's task; ends when the task does.
-struct Frames(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for Frames {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|frame| frame.map(|b| Ok(Frame::data(b))))
-    }
 }
 
 /// Resolves once the server stops.
@@ -162,10 +161,10 @@ struct Stream {
 }
 
 impl Stream {
-    async fn run(mut self, tx: mpsc::Sender<Bytes>) {
+    async fn run(mut self, tx: mpsc::Sender<Frame>) {
         // Sent at once so the client sees the stream open even before the first event.
         if tx
-            .send(Bytes::from_static(b": watching\n\n"))
+            .send(Ok(Bytes::from_static(b": watching\n\n")))
             .await
             .is_err()
         {
@@ -203,14 +202,14 @@ impl Stream {
                         "event: overflow\ndata: {{\"resume_from\":{}}}\n\n",
                         self.cursor
                     );
-                    let _ = tx.send(Bytes::from(end)).await;
+                    let _ = tx.send(Ok(Bytes::from(end))).await;
                     return;
                 }
             };
             if let Some(frame) = frame {
                 // Waits while the client is not reading: the cursor stays behind meanwhile.
                 tokio::select! {
-                    sent = tx.send(frame) => if sent.is_err() { return },
+                    sent = tx.send(Ok(frame)) => if sent.is_err() { return },
                     _ = stopped(&mut self.stop) => return,
                 }
                 continue;
@@ -218,7 +217,7 @@ impl Stream {
             tokio::select! {
                 _ = changed => {}
                 _ = tokio::time::sleep(self.keepalive) => {
-                    if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                    if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() {
                         return;
                     }
                 }
