@@ -219,6 +219,9 @@ impl Feed {
                     continue;
                 }
             }
+            if buffer == usize::MAX {
+                break; // nothing to count: the page is full
+            }
             if matches {
                 waiting += 1;
                 if waiting > buffer {
