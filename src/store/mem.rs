@@ -126,13 +126,12 @@ impl Locked for View<'_> {
 
 impl super::Storage for MemStore {
     fn get(&self, bucket: &str, key: &str) -> StoreCall<Read> {
-        let now = now_secs();
         StoreCall::ready(self.inner.read().map_err(|_| poisoned()).map(|inner| {
             Read {
                 record: inner
                     .map
                     .get(&compose(bucket, key))
-                    .filter(|r| r.live(now))
+                    .filter(|r| r.live_now())
                     .cloned(),
                 revision: inner.revision,
             }

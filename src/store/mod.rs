@@ -52,6 +52,11 @@ impl Record {
     pub fn live(&self, now: u64) -> bool {
         live(self.expires_at, now)
     }
+
+    /// Whether the record is visible now; reads the clock only for a record with a TTL.
+    pub fn live_now(&self) -> bool {
+        self.expires_at.is_none_or(|at| now_secs() < at)
+    }
 }
 
 /// Whether a record expiring at `expires_at` is visible at `now`.

@@ -609,17 +609,17 @@ impl super::Storage for SledStore {
     fn get(&self, bucket: &str, key: &str) -> StoreCall<Read> {
         // Every write up to `visible` is applied, so the read reflects at least that revision.
         let visible = self.visible();
-        let found = self.read(&compose(bucket, key));
-        // A record shows its own write; an absence (or an expired record) may show any step
-        // applied so far (a delete).
-        let now = now_secs();
+        // An expired record reads as absent; the clock is read only for a record with a TTL.
+        let found = self
+            .read(&compose(bucket, key))
+            .map(|r| r.filter(Record::live_now));
+        // A record shows its own write; an absence may show any step applied so far (a delete).
         let upto = match &found {
-            Ok(Some(r)) if r.live(now) => r.revision,
-            Ok(_) => self.announced(),
+            Ok(Some(r)) => r.revision,
+            Ok(None) => self.announced(),
             Err(_) => 0,
         };
         let read = found.map(|record| {
-            let record = record.filter(|r| r.live(now));
             let revision = record.as_ref().map_or(visible, |r| r.revision.max(visible));
             Read { record, revision }
         });
