@@ -145,16 +145,15 @@ impl Service {
                 },
             },
         };
-        Answer::now(finish(
-            app,
+        let ended = Ended {
             start,
             route,
             verb,
-            &head.method,
-            result,
+            method: head.method,
             request_id,
             cors,
-        ))
+        };
+        Answer::now(finish(app, ended, result))
     }
 }
 
@@ -214,16 +213,15 @@ fn later(app: Arc<App>, conn: Arc<ConnInfo>, req: Owned) -> Answer {
                 request_id: &request_id,
             };
             let result = run_waiting(&app, matched, body).instrument(span).await;
-            finish(
-                &app,
+            let ended = Ended {
                 start,
                 route,
                 verb,
-                &head.method,
-                result,
+                method: head.method,
                 request_id,
                 cors,
-            )
+            };
+            finish(&app, ended, result)
         };
         AssertUnwindSafe(run)
             .catch_unwind()
@@ -234,17 +232,16 @@ fn later(app: Arc<App>, conn: Arc<ConnInfo>, req: Owned) -> Answer {
 
 /// Error envelope, HEAD stripping, request id, CORS headers, metrics, error window, debug
 /// access line.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    app: &App,
-    start: Instant,
-    route: RouteId,
-    verb: Verb,
-    method: &Method,
-    result: Result<Resp, ApiError>,
-    request_id: HeaderValue,
-    cors: Option<HeaderValue>,
-) -> Resp {
+fn finish(app: &App, e: Ended, result: Result<Resp, ApiError>) -> Resp {
+    let Ended {
+        start,
+        route,
+        verb,
+        method,
+        request_id,
+        cors,
+    } = e;
+    let method = &method;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => {
@@ -435,7 +432,7 @@ fn run_now(app: &App, m: Matched<'_>, body: RequestBody) -> Ran {
     }
 }
 
-/// What `finish` needs of a request whose head is gone.
+/// What `finish` needs of a request once its handler is done.
 struct Ended {
     start: Instant,
     route: RouteId,
@@ -459,16 +456,7 @@ fn detached(app: Arc<App>, e: Ended, ep: &'static Endpoint, rest: Detached) -> A
         };
         let result = result
             .unwrap_or_else(|payload| Err(handler_panicked(&app, &e.request_id, payload.as_ref())));
-        finish(
-            &app,
-            e.start,
-            e.route,
-            e.verb,
-            &e.method,
-            result,
-            e.request_id,
-            e.cors,
-        )
+        finish(&app, e, result)
     })))
 }
 
