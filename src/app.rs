@@ -283,6 +283,11 @@ impl Live {
         self.tarpit_ms.load(Ordering::Relaxed)
     }
 
+    /// Whether CORS is on (then every answer varies by `Origin`).
+    pub fn cors_on(&self) -> bool {
+        self.cors_on.load(Ordering::Relaxed)
+    }
+
     /// The request's `Origin`, when CORS is on and it is allowed (the value to echo back).
     pub fn cors_origin(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
         if !self.cors_on.load(Ordering::Relaxed) {
@@ -303,9 +308,21 @@ impl Live {
 /// The open watch streams and the stop signal every long-lived answer listens to.
 #[derive(Debug)]
 pub struct Streams {
+    /// A snapshot is running (each spools the whole store to disk: one at a time).
+    snapshot: AtomicBool,
     watchers: AtomicUsize,
     max_watchers: AtomicUsize,
     stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The one snapshot that may run at a time; given back when dropped.
+#[derive(Debug)]
+pub struct SnapshotSlot(Arc<Streams>);
+
+impl Drop for SnapshotSlot {
+    fn drop(&mut self) {
+        self.0.snapshot.store(false, Ordering::Release);
+    }
 }
 
 /// One open watch stream's slot; given back when dropped.
@@ -321,6 +338,7 @@ impl Drop for WatcherSlot {
 impl Streams {
     pub fn new(max_watchers: usize) -> Streams {
         Streams {
+            snapshot: AtomicBool::new(false),
             watchers: AtomicUsize::new(0),
             max_watchers: AtomicUsize::new(max_watchers),
             stop: tokio::sync::watch::Sender::new(false),
@@ -328,6 +346,14 @@ impl Streams {
     }
 
     /// A watcher slot, or `None` when `MICRONODE_MAX_WATCHERS` are open.
+    /// The snapshot slot, or `None` while another snapshot runs.
+    pub fn try_snapshot(self: &Arc<Self>) -> Option<SnapshotSlot> {
+        self.snapshot
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| SnapshotSlot(Arc::clone(self)))
+    }
+
     /// A new watcher limit (a reload); open streams above it are left alone.
     pub fn set_max_watchers(&self, max: usize) {
         self.max_watchers.store(max, Ordering::Release);

@@ -259,6 +259,10 @@ fn finish(app: &App, e: Ended, result: Result<Resp, ApiError>) -> Resp {
         h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.append(VARY, HeaderValue::from_static("Origin"));
         h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED);
+    } else if app.live.cors_on() {
+        // The answer would differ for an allowed origin: shared caches must know.
+        resp.headers_mut()
+            .append(VARY, HeaderValue::from_static("Origin"));
     }
     let now = Instant::now();
     let elapsed = now.duration_since(start);
@@ -287,7 +291,7 @@ fn finish(app: &App, e: Ended, result: Result<Resp, ApiError>) -> Resp {
 
 /// Response headers a browser script may read on a cross-origin answer.
 const EXPOSED: HeaderValue = HeaderValue::from_static(
-    "ETag, Micronode-Revision, Micronode-Expires-At, Retry-After, x-request-id",
+    "ETag, Micronode-Revision, Micronode-Expires-At, Micronode-Oldest-Revision, Retry-After, x-request-id",
 );
 /// Request headers a cross-origin script may send.
 const ALLOWED_HEADERS: HeaderValue = HeaderValue::from_static(

@@ -1130,6 +1130,33 @@ fn keepalive_comments_arrive() {
     }
 }
 
+/// A quiet stream gets its keep-alives even while other keys of the store change all the time
+/// (the keep-alive is counted from the last bytes this stream sent, not from the last wake-up).
+#[test]
+fn keepalive_arrives_on_a_quiet_stream_of_a_busy_store() {
+    let s = TestServer::start(&[("MICRONODE_WATCH_KEEPALIVE_MS", "300")]);
+    let mut w = watch(s.addr, "/v1/watch/quiet");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (addr, stop) = (s.addr, std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut c = Conn::open(addr);
+            // Bounded: at most 2,000 writes to another bucket, faster than the keep-alive.
+            for i in 0..2000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let r = c.request("PUT", &format!("/v1/kv/busy/k{}", i % 10), &[], Some(b"v"));
+                assert!(r.status == 201 || r.status == 204);
+            }
+        })
+    };
+    let first = w.next_item();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert_eq!(first, Some(SseItem::Comment("keep-alive".into())));
+}
+
 /// The events of one transaction share its revision and only the last carries `id:`; an
 /// expiry is an `expire` event with a revision of its own.
 #[test]

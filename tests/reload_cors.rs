@@ -161,6 +161,8 @@ fn cors_answers_an_allowed_origin_and_ignores_others() {
         assert_eq!(r.status, 200);
         assert_eq!(r.header("access-control-allow-origin"), None, "{origin:?}");
         assert_eq!(r.header("access-control-expose-headers"), None);
+        // The answer differs by origin, so caches are told.
+        assert_eq!(r.header("vary"), Some("Origin"), "{origin:?}");
     }
 }
 

@@ -133,7 +133,7 @@ handlers! {
     ListKv => step kv::list_kv, waits if kv::reads_wait, answers [200, 400];
     GetWatch => async watch::get_watch, answers [200, 400, 410, 429];
     PostTxn => async txn::post_txn, answers [200, 400, 507];
-    GetSnapshot => async snapshot::get_snapshot, answers [200];
+    GetSnapshot => async snapshot::get_snapshot, answers [200, 429];
     PostEcho => async dev::post_echo, answers [200, 400];
     GetRl => sync dev::get_rl, answers [200];
     GetPanic => sync dev::get_panic, answers [];

@@ -30,12 +30,15 @@ type Chunk = Result<Bytes, std::io::Error>;
 
 // GET /v1/admin/snapshot
 pub async fn get_snapshot(cx: Cx<'_>) -> Result<Resp, ApiError> {
+    // One at a time: each spools the whole store to disk.
+    let slot = cx.app.streams.try_snapshot().ok_or(ApiError::Concurrency)?;
     let store = Arc::clone(&cx.app.store);
     let spool_dir = spool_dir(cx.app);
     let request_id = cx.request_id.clone();
     let (tx, rx) = mpsc::channel::<Chunk>(4);
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let mut sink = Lines {
             tx: tx.clone(),
             writer: None,
@@ -105,6 +108,10 @@ impl Lines {
 }
 
 impl Sink for Lines {
+    fn cancelled(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     fn start(&mut self, revision: u64) -> std::io::Result<()> {
         let header = Header::new(revision, now_secs());
         self.writer = Some(Writer::new(&header, &mut self.buf));

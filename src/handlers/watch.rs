@@ -171,6 +171,7 @@ impl Stream {
             return;
         }
         let mut events = Vec::new();
+        let mut last_sent = tokio::time::Instant::now();
         loop {
             let store = Arc::clone(&self.store);
             let feed = store.feed();
@@ -202,7 +203,11 @@ impl Stream {
                         "event: overflow\ndata: {{\"resume_from\":{}}}\n\n",
                         self.cursor
                     );
-                    let _ = tx.send(Ok(Bytes::from(end))).await;
+                    // The client is behind: wait for it to read, but not past a stop.
+                    tokio::select! {
+                        _ = tx.send(Ok(Bytes::from(end))) => {}
+                        _ = stopped(&mut self.stop) => {}
+                    }
                     return;
                 }
             };
@@ -212,14 +217,21 @@ impl Stream {
                     sent = tx.send(Ok(frame)) => if sent.is_err() { return },
                     _ = stopped(&mut self.stop) => return,
                 }
+                last_sent = tokio::time::Instant::now();
                 continue;
             }
             tokio::select! {
                 _ = changed => {}
-                _ = tokio::time::sleep(self.keepalive) => {
-                    if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() {
-                        return;
+                // Counted from the last bytes sent, so a quiet stream gets its keep-alive even
+                // while other keys of the store change all the time.
+                _ = tokio::time::sleep_until(last_sent + self.keepalive) => {
+                    tokio::select! {
+                        sent = tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))) => {
+                            if sent.is_err() { return }
+                        }
+                        _ = stopped(&mut self.stop) => return,
                     }
+                    last_sent = tokio::time::Instant::now();
                 }
                 _ = tx.closed() => return,
                 _ = stopped(&mut self.stop) => return,

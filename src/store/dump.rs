@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -40,6 +41,10 @@ pub trait Sink {
     /// Called once the dump's revision is known and durable, before any item.
     fn start(&mut self, revision: u64) -> std::io::Result<()>;
     fn item(&mut self, item: &Item) -> std::io::Result<()>;
+    /// Whether the reader went away (the dump stops between scan pages).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Why a dump failed.
@@ -148,14 +153,21 @@ pub fn dump(
     let spool = Spool {
         path: spool_path(spool_dir),
     };
+    // Every value of the store passes through it: readable by this user only.
     let file = File::options()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&spool.path)
         .map_err(DumpError::Spool)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut after: Option<Vec<u8>> = None;
     loop {
+        if sink.cancelled() {
+            return Err(DumpError::Output(std::io::Error::other(
+                "the reader went away",
+            )));
+        }
         let page = store.scan(after.as_deref(), SCAN_PAGE, now)?;
         let Some(last) = page.last() else { break };
         after = Some(last.engine_key.clone());

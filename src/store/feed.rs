@@ -131,8 +131,13 @@ impl Feed {
             ring.bytes += e.weight();
             ring.events.push_back(e);
         }
-        // Evict whole revisions from the front, so a resume never splits a transaction.
+        // Evict whole revisions from the front, so a resume never splits a transaction; the
+        // newest revision always stays, however large (its watchers must get it).
+        let newest = ring.events.back().map(|e| e.revision);
         while ring.events.len() > self.max_events || ring.bytes > HISTORY_VALUE_BYTES {
+            if ring.events.front().map(|e| e.revision) == newest {
+                break;
+            }
             let Some(first) = ring.events.pop_front() else {
                 break;
             };
@@ -301,6 +306,24 @@ mod tests {
         out.clear();
         feed.read(&mut cursor, |_| true, 100, 2, &mut out);
         assert_eq!((out.len(), cursor), (1, 3));
+    }
+
+    #[test]
+    fn the_newest_revision_is_never_evicted() {
+        let feed = Feed::new(0, 2);
+        feed.append([ev(1, "a")]);
+        feed.append([ev(2, "b"), ev(2, "c"), ev(2, "d")]);
+        feed.release(2);
+        let (mut cursor, mut out) = (1, Vec::new());
+        assert_eq!(
+            feed.read(&mut cursor, |_| true, 10, 10, &mut out),
+            Read::Events
+        );
+        assert_eq!(
+            (out.len(), cursor),
+            (3, 2),
+            "a transaction larger than the history"
+        );
     }
 
     #[test]

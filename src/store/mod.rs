@@ -340,6 +340,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// successful one.
     fn health(&self) -> bool;
 
+    /// While the engine is down, tries to bring it back (a flush): called by the sweeper's
+    /// tick, since a down engine gets no writes that would flush it. Blocking, short.
+    fn probe(&self) {}
+
     /// Whether reads ([`Storage::get`], [`Storage::list`]) may return a pending call, so the
     /// handlers must run them as futures. False for `sled` and `mem`.
     fn reads_wait(&self) -> bool {

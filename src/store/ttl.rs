@@ -3,6 +3,8 @@
 //! record's revision, so a key renewed meanwhile is left alone) that takes a revision and
 //! sends an `expire` watch event. Expiry times are stored with the records, so a restart
 //! loses none: the first sweep after boot removes what expired while the node was down.
+//! While the engine reports itself down (a failed flush, a full disk), the same tick probes it
+//! with a flush instead, so the node comes back by itself once the cause is gone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,12 @@ pub async fn sweeper(
         }
         if *stop.borrow() {
             return;
+        }
+        if !store.health() {
+            // Requests are refused while the engine is down, so nothing else would flush it.
+            let probe = Arc::clone(&store);
+            let _ = tokio::task::spawn_blocking(move || probe.probe()).await;
+            continue;
         }
         if let Err(e) = sweep(&*store, &metrics, now_secs()).await {
             tracing::warn!(cause = %e, "TTL sweep failed; retrying at the next tick");

@@ -430,7 +430,10 @@ impl SledStore {
         self.files.announced.fetch_max(revision, Ordering::AcqRel);
         if let Err(e) = self.apply_items(items) {
             // Nothing of the step was applied, but it was announced: mark it applied so readers
-            // waiting for it are released by the next flush instead of waiting for a later write.
+            // waiting for it are released by the next flush instead of waiting for a later write,
+            // and never hand the revision out again (a flush may already count it as durable,
+            // and watchers as delivered).
+            w.last = revision;
             self.files.applied.fetch_max(revision, Ordering::AcqRel);
             let e = from_sled("store write failed", e);
             if e.kind() == ErrorKind::DiskFull {
@@ -794,6 +797,13 @@ impl super::Storage for SledStore {
 
     fn health(&self) -> bool {
         self.files.up.load(Ordering::Acquire)
+    }
+
+    fn probe(&self) {
+        // A flush that succeeds marks the engine up again (after a full disk frees up).
+        if let Err(e) = self.files.sync(&self.db) {
+            tracing::debug!(cause = %e, "store still down");
+        }
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {
