@@ -13,7 +13,8 @@
 //! keep-alives) for HOLD_SECS and exits: the idle-watcher memory row.
 //! Otherwise prints one line of `name=value` pairs: deliveries, missing, per-delivery latency
 //! p50/p99/max (`deliv_*_us`), per-write time until the last watcher had it (`all_*_us`) and
-//! the PUT round trip (`put_*_us`).
+//! the PUT round trip (`put_*_us`), and this client's own CPU time and wall time from the first
+//! PUT to the end of the wait (`client_cpu_s`, `write_wall_s`: is the client the bottleneck?).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +47,17 @@ struct Shared {
 fn usage() -> ! {
     eprintln!("usage: watch_fanout ADDR BUCKET WATCHERS WRITES INTERVAL_MS [HOLD_SECS]");
     std::process::exit(2)
+}
+
+/// This process's CPU time (utime + stime), from /proc/self/stat; 0 where there is none.
+fn self_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
 }
 
 fn hist() -> Histogram<u64> {
@@ -180,6 +192,8 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
 
         // The writer.
+        let cpu0 = self_cpu_secs();
+        let w0 = Instant::now();
         let mut send = match connect(addr).await {
             Ok(s) => s,
             Err(e) => {
@@ -220,6 +234,7 @@ fn main() {
         while shared.deliveries.load(Ordering::Relaxed) < want && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let (cpu1, wall) = (self_cpu_secs(), w0.elapsed().as_secs_f64());
         let mut all_h = hist();
         for i in 0..writes {
             if shared.seen[i].load(Ordering::Relaxed) == watchers as u64 {
@@ -230,7 +245,7 @@ fn main() {
         let got = shared.deliveries.load(Ordering::Relaxed);
         let d = shared.deliv.lock().expect("lock");
         println!(
-            "watchers={watchers} writes={writes} deliveries={got} missing={} deliv_p50_us={} deliv_p99_us={} deliv_max_us={} all_p50_us={} all_p99_us={} all_max_us={} all_n={} put_p50_us={} put_p99_us={}",
+            "watchers={watchers} writes={writes} deliveries={got} missing={} deliv_p50_us={} deliv_p99_us={} deliv_max_us={} all_p50_us={} all_p99_us={} all_max_us={} all_n={} put_p50_us={} put_p99_us={} client_cpu_s={:.2} write_wall_s={:.2}",
             want - got,
             d.value_at_quantile(0.5),
             d.value_at_quantile(0.99),
@@ -241,6 +256,8 @@ fn main() {
             all_h.len(),
             put_h.value_at_quantile(0.5),
             put_h.value_at_quantile(0.99),
+            cpu1 - cpu0,
+            wall,
         );
         drop(keep);
         0

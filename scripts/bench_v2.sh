@@ -5,7 +5,8 @@
 #          server side by side, alternated round by round: what visibility = durability costs reads
 #   txn    4-put transaction vs single PUT 128 B (both sync, CONNS connections), alternated
 #   watch  WATCHERS (1,000) SSE watchers, WRITES (200) PUTs INTERVAL_MS (10) apart
-#          (examples/watch_fanout.rs): per-delivery and per-write-to-all latency
+#          (examples/watch_fanout.rs): per-delivery and per-write-to-all latency; the server is
+#          `sync` unless WATCH_DURABILITY=periodic (then the fsync is out of the path)
 #   idle   RSS before / after IDLE_WATCHERS (10,000) idle watch streams, a fresh server per round
 #   ttl    TTL_KEYS (100,000) keys whose expiries are spread over TTL_SPREAD (10) seconds, loaded
 #          with 32-put transactions; server CPU over the window in which they are swept
@@ -27,6 +28,7 @@ TTL_KEYS="${TTL_KEYS:-100000}"
 TTL_SPREAD="${TTL_SPREAD:-10}"
 SNAP_KEYS="${SNAP_KEYS:-1000000}"
 LOAD_DUR="${LOAD_DUR:-120s}"
+WATCH_DURABILITY="${WATCH_DURABILITY:-sync}"
 PORT0="${PORT0:-5420}"
 
 bench_init
@@ -202,7 +204,7 @@ fi
 ###############################################################################################
 if wanted watch; then
   next_port
-  start_node "$port" MICRONODE_DURABILITY=sync MICRONODE_MAX_CONNECTIONS=20000 MICRONODE_MAX_WATCHERS=20000
+  start_node "$port" MICRONODE_DURABILITY="$WATCH_DURABILITY" MICRONODE_MAX_CONNECTIONS=20000 MICRONODE_MAX_WATCHERS=20000
   for r in $(seq 1 "$ROUNDS"); do
     c0=$(cpu_ticks "$NODE_PID")
     out=$(timeout 120 taskset -c "$CLIENT_CPU" "$(target_dir)/release/examples/watch_fanout" \
@@ -315,7 +317,7 @@ if wanted txn; then
   echo "request counters (POST = txn, PUT):"; cat "$BENCH_TMP/txn-status"
 fi
 if wanted watch; then
-  echo "## watch fan-out: $WATCHERS watchers, $WRITES writes $INTERVAL_MS ms apart (sync)"
+  echo "## watch fan-out: $WATCHERS watchers, $WRITES writes $INTERVAL_MS ms apart ($WATCH_DURABILITY)"
   cat "$BENCH_TMP/watch"
   for k in deliv_p50_us deliv_p99_us deliv_max_us all_p50_us all_p99_us all_max_us missing; do
     printf '%s median %s\n' "$k" "$(grep -o "$k=[0-9]*" "$BENCH_TMP/watch" | cut -d= -f2 | median)"
