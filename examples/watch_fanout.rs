@@ -64,9 +64,7 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
 }
 
-async fn connect(
-    addr: SocketAddr,
-) -> Result<Sender, Error> {
+async fn connect(addr: SocketAddr) -> Result<Sender, Error> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
@@ -77,16 +75,7 @@ async fn connect(
 }
 
 /// Opens one watch stream and returns its body (and the sender, kept so the connection lives).
-async fn open(
-    addr: SocketAddr,
-    bucket: &str,
-) -> Result<
-    (
-        hyper::body::Incoming,
-        Sender,
-    ),
-    Error,
-> {
+async fn open(addr: SocketAddr, bucket: &str) -> Result<(hyper::body::Incoming, Sender), Error> {
     let mut send = connect(addr).await?;
     let req = Request::get(format!("/v1/watch/{bucket}"))
         .header("host", "bench")
@@ -105,7 +94,10 @@ fn event_index(block: &[u8]) -> Option<usize> {
         return None;
     }
     let at = text.find("\"key\":\"w")? + 8;
-    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
@@ -113,8 +105,12 @@ async fn drain(mut body: hyper::body::Incoming, shared: Option<Arc<Shared>>) {
     let mut buf: Vec<u8> = Vec::with_capacity(if shared.is_some() { 1024 } else { 0 });
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { return };
-        let Ok(data) = frame.into_data() else { continue };
-        let Some(shared) = shared.as_ref() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let Some(shared) = shared.as_ref() else {
+            continue;
+        };
         let now = shared.base.elapsed().as_nanos() as u64;
         buf.extend_from_slice(&data);
         while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
@@ -144,7 +140,11 @@ fn main() {
     let watchers: usize = args[2].parse().unwrap_or_else(|_| usage());
     let writes: usize = args[3].parse().unwrap_or_else(|_| usage());
     let interval = Duration::from_millis(args[4].parse().unwrap_or_else(|_| usage()));
-    let hold = Duration::from_secs(args.get(5).map_or(Ok(0), |h| h.parse()).unwrap_or_else(|_| usage()));
+    let hold = Duration::from_secs(
+        args.get(5)
+            .map_or(Ok(0), |h| h.parse())
+            .unwrap_or_else(|_| usage()),
+    );
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

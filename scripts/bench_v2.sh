@@ -99,23 +99,23 @@ LUA
 }
 
 # load_keys PID BASE BUCKET N BATCH B64 [TTL_BASE PER_SEC] — runs the loader (bounded by
-# LOAD_DUR); prints "secs txns_ok".
+# LOAD_DUR); prints "secs txns_ok". PID (the server's) is not used yet.
 load_keys() {
-  local pid=$1 base=$2 bucket=$3 n=$4 batch=$5 b64=$6 tb=${7:-0} ps=${8:-1} t0 t1 wpid done
-  done="$BENCH_TMP/load-$bucket.done"
-  rm -f "$done"
-  loader_lua "$BENCH_TMP/load-$bucket.lua" "$bucket" "$n" "$batch" "$b64" "$tb" "$ps" "$done"
+  local base=$2 bucket=$3 n=$4 batch=$5 b64=$6 tb=${7:-0} ps=${8:-1} t0 t1 wpid donef
+  donef="$BENCH_TMP/load-$bucket.done"
+  rm -f "$donef"
+  loader_lua "$BENCH_TMP/load-$bucket.lua" "$bucket" "$n" "$batch" "$b64" "$tb" "$ps" "$donef"
   t0=$(now)
   # wrk's main thread sleeps the whole -d even after the script stops its thread: the script
-  # writes $done when every transaction is answered and we stop wrk then (SIGINT).
+  # writes $donef when every transaction is answered and we stop wrk then (SIGINT).
   taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"$LOAD_DUR" -s "$BENCH_TMP/load-$bucket.lua" "$base/healthz" >"$BENCH_TMP/load-$bucket.out" 2>&1 &
   wpid=$!
-  while [ ! -s "$done" ] && kill -0 "$wpid" 2>/dev/null; do sleep 0.05; done
+  while [ ! -s "$donef" ] && kill -0 "$wpid" 2>/dev/null; do sleep 0.05; done
   t1=$(now)
   kill -INT "$wpid" 2>/dev/null || true
   wait "$wpid" 2>/dev/null || true
-  cat "$done" >&2 2>/dev/null || echo "loader: did not finish within $LOAD_DUR" >&2
-  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}') $(sed -n 's/^loader: .* \([0-9]*\) ok$/\1/p' "$done" 2>/dev/null)"
+  cat "$donef" >&2 2>/dev/null || echo "loader: did not finish within $LOAD_DUR" >&2
+  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}') $(sed -n 's/^loader: .* \([0-9]*\) ok$/\1/p' "$donef" 2>/dev/null)"
 }
 
 port=$PORT0
