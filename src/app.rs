@@ -46,6 +46,8 @@ pub struct App {
     pub service_times: Option<ServiceTimes>,
     /// Long-lived answers (watch streams, snapshots): counted, and told when to stop.
     pub streams: Arc<Streams>,
+    /// Tokens: the key ring and the revoked nonces; `None` while auth is off.
+    pub auth: Option<AuthState>,
     request_ids: RequestIds,
 }
 
@@ -58,6 +60,7 @@ impl App {
         metrics: Arc<Metrics>,
         store: Arc<dyn Storage>,
         service_times: Option<ServiceTimes>,
+        auth: Option<AuthState>,
     ) -> App {
         let (global, dev) = bucket_rates(&cfg);
         let rl_global = TokenBucket::new(global.0, global.1);
@@ -78,6 +81,7 @@ impl App {
         App {
             service_times,
             streams: Arc::new(Streams::new(cfg.watch.max_watchers)),
+            auth,
             budgets: [
                 InflightBudget::new(cfg.ready.max_inflight),
                 InflightBudget::new(cfg.limits.kv_max_inflight),
@@ -184,6 +188,51 @@ impl App {
             probes: [0, 1, 2, 3].map(|i| (PROBES[i], probes[i])),
             watchers: self.streams.watchers(),
             store_revision: self.store.revision(),
+        }
+    }
+}
+
+/// The bucket that holds revoked token nonces: a name no request can reach (a user bucket
+/// starts with a letter or a digit), so KV routes never see it.
+pub const AUTH_BUCKET: &str = "_auth";
+
+/// What verifies tokens: the key ring (replaced on SIGHUP) and the revoked nonces (loaded from
+/// the engine at boot, added to by `POST /v1/auth/revoke`).
+#[derive(Debug)]
+pub struct AuthState {
+    keys: RwLock<Arc<crate::auth::KeyRing>>,
+    revoked: RwLock<std::collections::HashSet<[u8; 16]>>,
+}
+
+impl AuthState {
+    pub fn new(keys: crate::auth::KeyRing, revoked: impl IntoIterator<Item = [u8; 16]>) -> Self {
+        AuthState {
+            keys: RwLock::new(Arc::new(keys)),
+            revoked: RwLock::new(revoked.into_iter().collect()),
+        }
+    }
+
+    pub fn keys(&self) -> Arc<crate::auth::KeyRing> {
+        self.keys
+            .read()
+            .map(|k| Arc::clone(&k))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// A new key ring (reload): tokens of removed keys stop verifying at once.
+    pub fn set_keys(&self, keys: crate::auth::KeyRing) {
+        if let Ok(mut k) = self.keys.write() {
+            *k = Arc::new(keys);
+        }
+    }
+
+    pub fn is_revoked(&self, nonce: &[u8; 16]) -> bool {
+        self.revoked.read().map_or(true, |r| r.contains(nonce))
+    }
+
+    pub fn revoke(&self, nonce: [u8; 16]) {
+        if let Ok(mut r) = self.revoked.write() {
+            r.insert(nonce);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use http::header::{ALLOW, CONNECTION, RETRY_AFTER};
+use http::header::{ALLOW, CONNECTION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
 use crate::response::{self, Resp};
@@ -147,6 +147,12 @@ pub enum ApiError {
     Compacted {
         oldest: u64,
     },
+    /// 401: the token is `missing`, `invalid`, `expired` or `revoked` (nothing more is said).
+    Auth {
+        reason: &'static str,
+    },
+    /// 403: a valid token whose caveats do not allow this.
+    Policy,
     /// An error that also names the store revision it reflects (`Micronode-Revision`): a 404
     /// or 412 from the store.
     At {
@@ -179,6 +185,8 @@ impl ApiError {
             ApiError::UriTooLong { .. } => Code::UriTooLong,
             ApiError::HeaderTooLarge { .. } => Code::HeaderTooLarge,
             ApiError::Compacted { .. } => Code::Compacted,
+            ApiError::Auth { .. } => Code::Auth,
+            ApiError::Policy => Code::Policy,
             ApiError::At { error, .. } => error.code(),
         }
     }
@@ -233,6 +241,11 @@ impl ApiError {
                 return;
             }
             ApiError::At { error, .. } => return error.write_message(out),
+            ApiError::Auth { reason: "missing" } => "a token is required",
+            ApiError::Auth { reason: "expired" } => "the token is expired or not yet valid",
+            ApiError::Auth { reason: "revoked" } => "the token is revoked",
+            ApiError::Auth { .. } => "the token is invalid",
+            ApiError::Policy => "the token does not allow this",
         };
         out.push_str(msg);
     }
@@ -278,6 +291,21 @@ impl ApiError {
             }
             ApiError::Compacted { oldest } => {
                 headers.insert(MICRONODE_OLDEST_REVISION, HeaderValue::from(oldest));
+            }
+            // RFC 6750: no error code when no token was sent.
+            ApiError::Auth { reason: "missing" } => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"micronode\""),
+                );
+            }
+            ApiError::Auth { .. } => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer realm=\"micronode\", error=\"invalid_token\"",
+                    ),
+                );
             }
             _ => {}
         }

@@ -60,7 +60,39 @@ pub fn build_app(cfg: config::Config) -> Result<Arc<app::App>, String> {
     let metrics = Arc::new(metrics::Metrics::new(&labels));
     let times = dev_metrics.then(|| latency::ServiceTimes::new(&router::templates()));
     let store = store::open(&cfg, Arc::clone(&metrics))?;
-    Ok(Arc::new(app::App::new(cfg, metrics, store, times)))
+    let auth = match cfg.auth.mode {
+        config::AuthMode::Off => None,
+        config::AuthMode::On => {
+            let keys = auth::KeyRing::load(&cfg.auth.keys_file).map_err(|e| e.to_string())?;
+            Some(app::AuthState::new(keys, revoked_nonces(&*store)?))
+        }
+    };
+    Ok(Arc::new(app::App::new(cfg, metrics, store, times, auth)))
+}
+
+/// The revoked token nonces kept in the engine (`_auth/revoked/<hex>`).
+fn revoked_nonces(store: &dyn store::Storage) -> Result<Vec<[u8; 16]>, String> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let opts = store::ListOpts {
+            limit: 1000,
+            values: None,
+        };
+        let call = store.list(app::AUTH_BUCKET, "revoked/", after.as_deref(), opts);
+        let page = match call.into_ready() {
+            Ok(page) => page.map_err(|e| format!("cannot read revocations: {e}"))?,
+            Err(_) => return Err("cannot read revocations at boot: the engine is busy".into()),
+        };
+        out.extend(page.keys.iter().filter_map(|k| {
+            k.strip_prefix("revoked/")
+                .and_then(auth::token::parse_nonce_hex)
+        }));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
 }
 
 /// Opens the configured engine outside a server, for offline tools (`micronode snapshot

@@ -279,6 +279,25 @@ pub struct Gauges {
 
 /// `micronode_watch_events_total{event}` labels, in index order.
 pub(crate) const WATCH_EVENTS: [&str; 3] = ["put", "delete", "expire"];
+/// `micronode_auth_total{result}`: how a token check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthResult {
+    Ok = 0,
+    Missing = 1,
+    Invalid = 2,
+    Expired = 3,
+    Revoked = 4,
+    Denied = 5,
+}
+
+const AUTH_RESULTS: [&str; 6] = ["ok", "missing", "invalid", "expired", "revoked", "denied"];
+
+impl AuthResult {
+    pub fn label(self) -> &'static str {
+        AUTH_RESULTS[self as usize]
+    }
+}
+
 /// `micronode_txn_total{result}` labels, in index order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnResult {
@@ -319,6 +338,7 @@ pub struct Metrics {
     watch_overflows: AtomicU64,
     kv_expired: AtomicU64,
     txns: [AtomicU64; 3],
+    auth: [AtomicU64; 6],
 }
 
 fn req_index(route: RouteId, verb: Verb, status_slot: usize) -> usize {
@@ -379,7 +399,13 @@ impl Metrics {
             watch_overflows: AtomicU64::new(0),
             kv_expired: AtomicU64::new(0),
             txns: Default::default(),
+            auth: Default::default(),
         }
+    }
+
+    /// Counts one token check.
+    pub fn auth(&self, result: AuthResult) {
+        self.auth[result as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts events sent to watchers, by [`WATCH_EVENTS`] index.
@@ -639,6 +665,12 @@ impl Metrics {
         for (i, result) in TXN_RESULTS.iter().enumerate() {
             let n = self.txns[i].load(Relaxed);
             let _ = writeln!(out, "micronode_txn_total{{result=\"{result}\"}} {n}");
+        }
+        out.push_str("# HELP micronode_auth_total Token checks, by result.\n");
+        out.push_str("# TYPE micronode_auth_total counter\n");
+        for (i, result) in AUTH_RESULTS.iter().enumerate() {
+            let n = self.auth[i].load(Relaxed);
+            let _ = writeln!(out, "micronode_auth_total{{result=\"{result}\"}} {n}");
         }
         out.push_str("# HELP micronode_watchers_current Open watch streams.\n");
         out.push_str("# TYPE micronode_watchers_current gauge\n");

@@ -4,7 +4,9 @@
 
 use http::HeaderValue;
 
+use crate::auth::Op;
 use crate::guards::GuardSpec;
+use crate::guards::auth::Access;
 use crate::handlers::{Handler, statuses as handler_statuses};
 use crate::metrics::RouteLabels;
 use crate::wire::{PathParams, Verb};
@@ -38,6 +40,8 @@ pub(crate) struct Endpoint {
     pub guards: GuardSpec,
     /// The query parameters it accepts; any other is 400 before the handler runs.
     pub query: &'static [&'static str],
+    /// What it touches, for the token check when auth is on.
+    pub access: Access,
 }
 
 /// One route template.
@@ -54,6 +58,7 @@ const fn ep(verb: Verb, handler: Handler, guards: GuardSpec) -> Endpoint {
         handler,
         guards,
         query: &[],
+        access: Access::Token,
     }
 }
 
@@ -65,27 +70,35 @@ impl Endpoint {
             ..self
         }
     }
+
+    /// The same endpoint with this token requirement (the default: any valid token).
+    const fn access(self, access: Access) -> Endpoint {
+        Endpoint { access, ..self }
+    }
 }
 
 /// THE route table (docs/API.md lists it). HEAD is served for every GET endpoint without a body.
 /// One line per route, kept unformatted so the table reads as a table.
 #[rustfmt::skip]
 pub(crate) static ROUTES: &[Route] = &[
-    Route { template: "/healthz", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetHealthz, GuardSpec::ADMIN)] },
-    Route { template: "/readyz", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetReadyz, GuardSpec::READY)] },
-    Route { template: "/version", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetVersion, GuardSpec::ADMIN)] },
-    Route { template: "/metrics", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetMetrics, GuardSpec::ADMIN)] },
-    Route { template: "/openapi.json", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetOpenapi, GuardSpec::ADMIN)] },
+    Route { template: "/healthz", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetHealthz, GuardSpec::ADMIN).access(Access::Open)] },
+    Route { template: "/readyz", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetReadyz, GuardSpec::READY).access(Access::Open)] },
+    Route { template: "/version", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetVersion, GuardSpec::ADMIN).access(Access::Meta(None))] },
+    Route { template: "/metrics", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetMetrics, GuardSpec::ADMIN).access(Access::Meta(Some(Op::Admin)))] },
+    Route { template: "/openapi.json", plane: Plane::Admin, endpoints: &[ep(Verb::Get, Handler::GetOpenapi, GuardSpec::ADMIN).access(Access::Meta(None))] },
     Route { template: "/v1/ping", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetPing, GuardSpec::FEATURE)] },
     Route { template: "/v1/kv/{bucket}/{*key}", plane: Plane::Feature, endpoints: &[
-        ep(Verb::Get, Handler::GetKv, GuardSpec::KV_READ),
-        ep(Verb::Put, Handler::PutKv, GuardSpec::KV_WRITE).query(&["ttl"]),
-        ep(Verb::Delete, Handler::DeleteKv, GuardSpec::KV_WRITE),
+        ep(Verb::Get, Handler::GetKv, GuardSpec::KV_READ).access(Access::Key(Op::Get)),
+        ep(Verb::Put, Handler::PutKv, GuardSpec::KV_WRITE).query(&["ttl"]).access(Access::Key(Op::Put)),
+        ep(Verb::Delete, Handler::DeleteKv, GuardSpec::KV_WRITE).access(Access::Key(Op::Delete)),
     ] },
-    Route { template: "/v1/kv/{bucket}", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::ListKv, GuardSpec::KV_READ).query(&["prefix", "limit", "after", "values"])] },
-    Route { template: "/v1/watch/{bucket}", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetWatch, GuardSpec::WATCH).query(&["prefix", "since", "values"])] },
-    Route { template: "/v1/txn", plane: Plane::Feature, endpoints: &[ep(Verb::Post, Handler::PostTxn, GuardSpec::KV_WRITE)] },
-    Route { template: "/v1/admin/snapshot", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetSnapshot, GuardSpec::SNAPSHOT)] },
+    Route { template: "/v1/kv/{bucket}", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::ListKv, GuardSpec::KV_READ).query(&["prefix", "limit", "after", "values"]).access(Access::Prefix(Op::List))] },
+    Route { template: "/v1/watch/{bucket}", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetWatch, GuardSpec::WATCH).query(&["prefix", "since", "values"]).access(Access::Prefix(Op::Watch))] },
+    Route { template: "/v1/txn", plane: Plane::Feature, endpoints: &[ep(Verb::Post, Handler::PostTxn, GuardSpec::KV_WRITE).access(Access::Txn)] },
+    Route { template: "/v1/auth/whoami", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetWhoami, GuardSpec::FEATURE)] },
+    Route { template: "/v1/auth/tokens", plane: Plane::Feature, endpoints: &[ep(Verb::Post, Handler::PostTokens, GuardSpec::FEATURE).access(Access::Node(Op::Admin))] },
+    Route { template: "/v1/auth/revoke", plane: Plane::Feature, endpoints: &[ep(Verb::Post, Handler::PostRevoke, GuardSpec::KV_WRITE).access(Access::Node(Op::Admin))] },
+    Route { template: "/v1/admin/snapshot", plane: Plane::Feature, endpoints: &[ep(Verb::Get, Handler::GetSnapshot, GuardSpec::SNAPSHOT).access(Access::Node(Op::Admin))] },
     Route { template: "/dev/echo", plane: Plane::Dev, endpoints: &[ep(Verb::Post, Handler::PostEcho, GuardSpec::DEV_BUDGETED)] },
     Route { template: "/dev/rl", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetRl, GuardSpec::DEV_RL)] },
     Route { template: "/dev/panic", plane: Plane::Dev, endpoints: &[ep(Verb::Get, Handler::GetPanic, GuardSpec::DEV_BUDGETED)] },
@@ -117,10 +130,17 @@ pub(crate) fn metric_labels(dev_routes: bool, dev_metrics: bool) -> Vec<RouteLab
                     match route.endpoint(verb) {
                         None => prewarm.push((verb, 405)),
                         Some(ep) => {
+                            // With auth on, every endpoint but the open ones may answer
+                            // 401 and 403; prewarmed always (auth can be turned on later).
+                            let auth: &[u16] = match ep.access {
+                                Access::Open => &[],
+                                _ => &[401, 403],
+                            };
                             let statuses = handler_statuses(ep.handler)
                                 .iter()
                                 .copied()
                                 .chain(ep.guards.statuses(verb))
+                                .chain(auth.iter().copied())
                                 .chain([500]);
                             prewarm.extend(statuses.map(|s| (verb, s)));
                         }

@@ -25,6 +25,7 @@ use crate::app::{App, valid_request_id};
 use crate::error::{ApiError, Code};
 use crate::guards::budget::Permit;
 use crate::guards::rate_limit::{TokenBucket, retry_after_secs};
+use crate::guards::auth::Access;
 use crate::guards::{BodyPlan, Bound, Bucket, check_head};
 use crate::handlers::{self, Cx, Detached, Step};
 use crate::response::{self, Resp};
@@ -363,6 +364,10 @@ fn admit<'a>(
         Some(raw) => Query::parse(raw, m.ep.query).map_err(ApiError::BadRequest)?,
         None => Query::default(),
     };
+    let token = match &app.auth {
+        None => None,
+        Some(state) => authorize(app, state, &m, &query)?,
+    };
     let plan = if guards.edge {
         check_head(m.verb, &m.head.headers, app.head_limits())?
     } else {
@@ -382,10 +387,36 @@ fn admit<'a>(
         params: m.params,
         request_id: m.request_id,
         query,
+        token,
         plan,
         body,
     };
     Ok((cx, permit))
+}
+
+/// The token check of an endpoint (auth on): `None` for the open ones.
+fn authorize(
+    app: &App,
+    state: &crate::app::AuthState,
+    m: &Matched<'_>,
+    query: &Query,
+) -> Result<Option<crate::auth::Verified>, ApiError> {
+    let access = m.ep.access;
+    if access == Access::Open {
+        return Ok(None);
+    }
+    let cfg = app.config();
+    if matches!(access, Access::Meta(_)) && cfg.auth.open_metrics {
+        return Ok(None);
+    }
+    let path = m.head.uri.path();
+    let req = crate::guards::auth::Request {
+        headers: &m.head.headers,
+        bucket: m.params.get(path, "bucket").unwrap_or(""),
+        key: m.params.get(path, "key").unwrap_or(""),
+        query,
+    };
+    crate::guards::auth::check(state, cfg.auth.leeway_ms, &app.metrics, access, &req).map(Some)
 }
 
 /// The bucket of an endpoint, if it has one and it is on.

@@ -342,10 +342,14 @@ async fn load(path: &Path, store: &Arc<dyn Storage>) -> Result<Loaded, Failure> 
     let mut step: Vec<Pending> = Vec::with_capacity(MAX_WRITE_OPS);
     while let Some(rec) = r.next_record().map_err(at)? {
         let e = match rec {
-            Record::System(_) => {
-                done.system += 1;
-                continue;
-            }
+            Record::System(map) => match revocation_entry(&map) {
+                // A revoked token stays revoked after a restore.
+                Some(e) => e,
+                None => {
+                    done.system += 1;
+                    continue;
+                }
+            },
             Record::Entry(e) => e,
         };
         let mut e = e;
@@ -368,6 +372,25 @@ async fn load(path: &Path, store: &Arc<dyn Storage>) -> Result<Loaded, Failure> 
         write_step(store, &step, &mut done).await?;
     }
     Ok(done)
+}
+
+/// A `{"system":"revocation","nonce":"<hex>","revoked_unix":T}` record as the key the server
+/// keeps it under (`_auth/revoked/<hex>`); `None` for any other system record.
+fn revocation_entry(map: &serde_json::Map<String, serde_json::Value>) -> Option<snapshot::Entry> {
+    if map.get("system")?.as_str()? != "revocation" {
+        return None;
+    }
+    let nonce = map.get("nonce")?.as_str()?;
+    micronode::auth::token::parse_nonce_hex(nonce)?;
+    let when = map.get("revoked_unix").and_then(|v| v.as_u64()).unwrap_or(0);
+    Some(snapshot::Entry {
+        bucket: micronode::app::AUTH_BUCKET.to_owned(),
+        key: format!("revoked/{nonce}"),
+        content_type: "text/plain".to_owned(),
+        etag: String::new(),
+        value: when.to_string().into_bytes(),
+        expires_at: None,
+    })
 }
 
 async fn write_step(

@@ -234,6 +234,28 @@ knobs! {
         max_ops: usize = 64, env "MICRONODE_TXN_MAX_OPS", range 1..=64;
     }
 
+    /// Capability tokens (docs/SECURITY.md, "Tokens").
+    [auth] AuthCfg {
+        /// `off`: every route is open. `on`: every route but `/healthz`, `/readyz` and CORS
+        /// preflights needs `Authorization: Bearer mn1_…`.
+        mode: AuthMode = AuthMode::Off, env "MICRONODE_AUTH",
+            check |cfg, mode| {
+                if *mode == AuthMode::On && cfg.auth.keys_file.as_os_str().is_empty() {
+                    return Err("auth needs a key file: set MICRONODE_AUTH_KEYS_FILE \
+                                (micronode auth init --keys FILE makes one)".to_owned());
+                }
+                Ok(())
+            };
+        /// The key ring (TOML, mode 0600) that verifies tokens; re-read on SIGHUP.
+        keys_file: PathBuf = PathBuf::new(), env "MICRONODE_AUTH_KEYS_FILE";
+        /// Clock leeway for a token's `not_before` / `not_after`, in milliseconds.
+        leeway_ms: u64 = 0, env "MICRONODE_AUTH_LEEWAY_MS", range 0..=3_600_000;
+        /// Serve `/metrics`, `/version` and `/openapi.json` without a token when auth is on.
+        open_metrics: bool = false, env "MICRONODE_AUTH_OPEN_METRICS";
+        /// Allow a non-loopback bind address without both auth and TLS (warned at every start).
+        insecure: bool = false, env "MICRONODE_INSECURE";
+    }
+
     /// Cross-origin requests from browsers (docs/API.md, "CORS").
     [cors] CorsCfg {
         /// Origins allowed to call the API from a browser: comma-separated exact origins.
@@ -308,6 +330,8 @@ pub const LIVE_KNOBS: &[&str] = &[
     "txn.max_ops",
     "cors.origins",
     "log.filter",
+    "auth.leeway_ms",
+    "auth.open_metrics",
 ];
 
 /// Which key exchanges TLS offers (docs/SECURITY.md).
@@ -339,6 +363,18 @@ impl TlsCfg {
 pub enum Engine {
     Sled,
     Mem,
+}
+
+/// Whether tokens are required (docs/SECURITY.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Off,
+    On,
+}
+
+impl KnobEnum for AuthMode {
+    const ALL: &'static [Self] = &[Self::Off, Self::On];
 }
 
 impl KnobEnum for Engine {
@@ -472,6 +508,21 @@ impl Config {
     /// The effective config as TOML, for `--check-config`.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The secure default: a bind address others can reach needs auth and TLS both, unless
+    /// `MICRONODE_INSECURE=1` says otherwise. `Err` names the fix.
+    pub fn exposure(&self) -> Result<(), String> {
+        let open = !self.server.bind_addr.ip().is_loopback();
+        let protected = self.auth.mode == AuthMode::On && self.tls.enabled();
+        if open && !protected && !self.auth.insecure {
+            return Err(format!(
+                "binding {} (not loopback) needs MICRONODE_AUTH=on and TLS \
+                 (MICRONODE_TLS_CERT/KEY), or MICRONODE_INSECURE=1 to serve it unprotected",
+                self.server.bind_addr
+            ));
+        }
+        Ok(())
     }
 
     /// Worker threads to start: the knob, or one per core.

@@ -3,6 +3,7 @@
 //! request pipeline in `service` applies them in this order:
 //! rate limit → decode guard → body cap → concurrency permit → timeout → handler.
 
+pub mod auth;
 pub mod body;
 pub mod budget;
 pub mod decode;

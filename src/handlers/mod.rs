@@ -6,6 +6,7 @@
 //! statuses each handler can answer (for metric prewarming).
 
 pub mod admin;
+pub mod auth;
 pub mod dev;
 pub mod kv;
 pub mod snapshot;
@@ -37,6 +38,9 @@ pub struct Cx<'a> {
     pub request_id: &'a HeaderValue,
     /// The query parameters, already checked against the route's accepted names.
     pub query: Query,
+    /// The request's verified token (auth on and the route not open), already allowed for
+    /// what the route touches.
+    pub token: Option<crate::auth::Verified>,
     pub plan: BodyPlan,
     pub body: RequestBody,
 }
@@ -134,6 +138,9 @@ handlers! {
     GetWatch => async watch::get_watch, answers [200, 400, 410, 429];
     PostTxn => async txn::post_txn, answers [200, 400, 507];
     GetSnapshot => async snapshot::get_snapshot, answers [200, 429];
+    GetWhoami => sync auth::get_whoami, answers [200];
+    PostTokens => async auth::post_tokens, answers [200, 400];
+    PostRevoke => async auth::post_revoke, answers [200, 400, 507];
     PostEcho => async dev::post_echo, answers [200, 400];
     GetRl => sync dev::get_rl, answers [200];
     GetPanic => sync dev::get_panic, answers [];

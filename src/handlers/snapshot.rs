@@ -123,6 +123,23 @@ impl Sink for Lines {
         let Some(writer) = self.writer.as_mut() else {
             return Err(std::io::Error::other("item before the header"));
         };
+        if item.bucket == crate::app::AUTH_BUCKET {
+            // The node's own records go out as system records, never as keys.
+            if let Some(nonce) = item.key.strip_prefix("revoked/") {
+                let mut map = serde_json::Map::new();
+                map.insert("system".into(), "revocation".into());
+                map.insert("nonce".into(), nonce.into());
+                let when = std::str::from_utf8(&item.record.value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                map.insert("revoked_unix".into(), when.into());
+                writer
+                    .system(&map, &mut self.buf)
+                    .map_err(std::io::Error::other)?;
+            }
+            return self.send_if_full(false);
+        }
         let etag = format!("\"{}\"", item.record.revision);
         let content_type = String::from_utf8_lossy(&item.record.content_type);
         writer.entry(
