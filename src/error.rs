@@ -302,9 +302,7 @@ impl ApiError {
             ApiError::Auth { .. } => {
                 headers.insert(
                     WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        "Bearer realm=\"micronode\", error=\"invalid_token\"",
-                    ),
+                    HeaderValue::from_static("Bearer realm=\"micronode\", error=\"invalid_token\""),
                 );
             }
             _ => {}

@@ -23,9 +23,9 @@ use tracing::Instrument;
 
 use crate::app::{App, valid_request_id};
 use crate::error::{ApiError, Code};
+use crate::guards::auth::Access;
 use crate::guards::budget::Permit;
 use crate::guards::rate_limit::{TokenBucket, retry_after_secs};
-use crate::guards::auth::Access;
 use crate::guards::{BodyPlan, Bound, Bucket, check_head};
 use crate::handlers::{self, Cx, Detached, Step};
 use crate::response::{self, Resp};

@@ -19,7 +19,23 @@ pub(crate) fn run(args: ConfigArgs) -> ExitCode {
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
+    if let Err(e) = cfg.exposure() {
+        eprintln!("micronode: configuration error: {e}");
+        return ExitCode::from(2);
+    }
+    if cfg.auth.mode == micronode::config::AuthMode::On
+        && let Err(e) = micronode::auth::KeyRing::load(&cfg.auth.keys_file)
+    {
+        eprintln!("micronode: configuration error: auth.keys_file (MICRONODE_AUTH_KEYS_FILE): {e}");
+        return ExitCode::from(2);
+    }
     micronode::logging::init(&cfg.log);
+    if cfg.auth.insecure && !cfg.server.bind_addr.ip().is_loopback() {
+        tracing::warn!(
+            bind = %cfg.server.bind_addr,
+            "MICRONODE_INSECURE=1: serving a non-loopback address without auth and TLS both on"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads())
         .enable_all()
@@ -128,9 +144,12 @@ async fn reload_on_sighup(
     while hup.recv().await.is_some() {
         let file = config_file.clone();
         let files = tls.clone();
-        let result = tokio::task::spawn_blocking(move || reload(file.as_deref(), files.as_deref()))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let app_now = Arc::clone(&app);
+        let result = tokio::task::spawn_blocking(move || {
+            reload(file.as_deref(), files.as_deref(), &app_now)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
         let result = result.map(|new| {
             let filter_changed = new.log.filter != app.config().log.filter;
             if filter_changed && let Err(e) = micronode::logging::set_filter(&new.log.filter) {
@@ -164,10 +183,21 @@ async fn reload_on_sighup(
 
 /// Loads and validates the new configuration, then reloads the TLS files; either failing
 /// leaves everything as it was.
-fn reload(file: Option<&str>, tls: Option<&Tls>) -> Result<Config, String> {
+fn reload(file: Option<&str>, tls: Option<&Tls>, app: &App) -> Result<Config, String> {
     let cfg = Config::from_process_env(file).map_err(|e| e.to_string())?;
+    // The key ring is re-read from the file in force (its path needs a restart to change):
+    // removing a key kills its tokens now.
+    let keys = match &app.auth {
+        Some(_) => Some(
+            micronode::auth::KeyRing::load(&app.cfg.auth.keys_file).map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     if let Some(tls) = tls {
         tls.reload().map_err(|e| e.to_string())?;
+    }
+    if let (Some(state), Some(keys)) = (&app.auth, keys) {
+        state.set_keys(keys);
     }
     Ok(cfg)
 }

@@ -382,7 +382,10 @@ fn revocation_entry(map: &serde_json::Map<String, serde_json::Value>) -> Option<
     }
     let nonce = map.get("nonce")?.as_str()?;
     micronode::auth::token::parse_nonce_hex(nonce)?;
-    let when = map.get("revoked_unix").and_then(|v| v.as_u64()).unwrap_or(0);
+    let when = map
+        .get("revoked_unix")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
     Some(snapshot::Entry {
         bucket: micronode::app::AUTH_BUCKET.to_owned(),
         key: format!("revoked/{nonce}"),

@@ -145,8 +145,9 @@ pub async fn post_revoke(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
         (Some(t), None) => Unverified::parse(&t)
             .map_err(|_| bad("token is not a token"))?
             .nonce(),
-        (None, Some(n)) => crate::auth::token::parse_nonce_hex(&n)
-            .ok_or(bad("nonce must be 32 hex digits"))?,
+        (None, Some(n)) => {
+            crate::auth::token::parse_nonce_hex(&n).ok_or(bad("nonce must be 32 hex digits"))?
+        }
         _ => return Err(bad("give exactly one of token or nonce")),
     };
     let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();

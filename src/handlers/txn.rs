@@ -11,8 +11,9 @@ use serde::Deserialize;
 
 use super::Cx;
 use super::kv::{check_key, record_json, store_error, tag_revision, valid_bucket};
+use crate::auth::{Op, Target};
 use crate::error::ApiError;
-use crate::metrics::{KvOp, TxnResult};
+use crate::metrics::{AuthResult, KvOp, TxnResult};
 use crate::response::{self, OCTET_STREAM, Resp};
 use crate::store::{Compare, Cond, IfMatch, MAX_CONTENT_TYPE_BYTES, OpResult, Txn, TxnOp, WriteOp};
 use crate::wire::MICRONODE_REVISION;
@@ -211,6 +212,15 @@ fn check_branch(ops: Vec<OpIn>) -> Result<Vec<Checked>, ApiError> {
     Ok(ops)
 }
 
+/// Whether a token allows every op of a branch on its own key.
+fn branch_allowed(token: &crate::auth::Verified, ops: &[Checked]) -> bool {
+    ops.iter().all(|op| match op {
+        Checked::Put { bucket, key, .. } => token.allows(Op::Put, bucket, Target::Key(key)),
+        Checked::Delete { bucket, key } => token.allows(Op::Delete, bucket, Target::Key(key)),
+        Checked::Get { bucket, key } => token.allows(Op::Get, bucket, Target::Key(key)),
+    })
+}
+
 const NONE: Cond = Cond::NONE;
 
 fn store_ops(ops: &[Checked]) -> Vec<TxnOp<'_>> {
@@ -278,6 +288,17 @@ pub async fn post_txn(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
         .collect();
     let then = check_branch(body.then).map_err(invalid)?;
     let otherwise = check_branch(body.otherwise).map_err(invalid)?;
+    if let Some(token) = &cx.token {
+        // Every compare (a read) and every op of both branches, before anything is applied.
+        let compares_ok = body
+            .compares
+            .iter()
+            .all(|c| token.allows(Op::Get, &c.bucket, Target::Key(&c.key)));
+        if !compares_ok || !branch_allowed(token, &then) || !branch_allowed(token, &otherwise) {
+            app.metrics.auth(AuthResult::Denied);
+            return Err(ApiError::Policy);
+        }
+    }
     let (then_ops, else_ops) = (store_ops(&then), store_ops(&otherwise));
     let txn = Txn {
         compares: &compares,
