@@ -410,10 +410,18 @@ fn authorize(
         return Ok(None);
     }
     let path = m.head.uri.path();
+    let bucket = m
+        .params
+        .get(path, "bucket")
+        .filter(|b| handlers::kv::valid_bucket(b));
+    let key = m
+        .params
+        .get(path, "key")
+        .and_then(|k| handlers::kv::decode_key(k).ok());
     let req = crate::guards::auth::Request {
         headers: &m.head.headers,
-        bucket: m.params.get(path, "bucket").unwrap_or(""),
-        key: m.params.get(path, "key").unwrap_or(""),
+        bucket,
+        key: key.as_deref(),
         query,
     };
     crate::guards::auth::check(state, cfg.auth.leeway_ms, &app.metrics, access, &req).map(Some)

