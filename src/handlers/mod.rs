@@ -139,8 +139,8 @@ handlers! {
     PostTxn => async txn::post_txn, answers [200, 400, 507];
     GetSnapshot => async snapshot::get_snapshot, answers [200, 429];
     GetWhoami => sync auth::get_whoami, answers [200];
-    PostTokens => async auth::post_tokens, answers [200, 400];
-    PostRevoke => async auth::post_revoke, answers [200, 400, 507];
+    PostTokens => async auth::post_tokens, answers [200, 400, 404];
+    PostRevoke => async auth::post_revoke, answers [200, 400, 404, 507];
     PostEcho => async dev::post_echo, answers [200, 400];
     GetRl => sync dev::get_rl, answers [200];
     GetPanic => sync dev::get_panic, answers [];
