@@ -136,11 +136,7 @@ struct RevokeIn {
 // POST /v1/auth/revoke
 pub async fn post_revoke(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
     let raw = cx.read_body().await?;
-    let state = cx
-        .app
-        .auth
-        .as_ref()
-        .ok_or(ApiError::NotFound)?;
+    let state = cx.app.auth.as_ref().ok_or(ApiError::NotFound)?;
     let req: RevokeIn = object(&raw)?;
     let nonce = match (req.token, req.nonce) {
         (Some(t), None) => Unverified::parse(&t)
