@@ -1551,7 +1551,35 @@ fn bank_transfer_invariant_under_concurrency_and_kill_9() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = Arc::new(AtomicU64::new(0));
     let reads = Arc::new(AtomicU64::new(0));
-    for h in run_bank(a.addr, 40, deadline, Arc::clone(&done), Arc::clone(&reads)) {
+    let handles = run_bank(a.addr, 40, deadline, Arc::clone(&done), Arc::clone(&reads));
+    // Snapshots taken while the transfers run hold the same total: each is the store at one
+    // revision.
+    let url = format!("http://{}", a.addr);
+    for n in 0..3 {
+        let file = dir.path().join(format!("bank-{n}.ndjson"));
+        let file_arg = file.display().to_string();
+        let (code, out, err) = support::run_binary(
+            &["snapshot", "save", &file_arg],
+            &[("MICRONODE_URL", url.as_str())],
+            dir.path(),
+        );
+        assert_eq!(code, 0, "snapshot save: {out} {err}");
+        let text = std::fs::read_to_string(&file).expect("snapshot file");
+        let sum: u64 = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["bucket"] == "bank")
+            .map(|v| {
+                let raw = unb64(&v["value"]);
+                String::from_utf8(raw)
+                    .expect("UTF-8")
+                    .parse::<u64>()
+                    .expect("decimal")
+            })
+            .sum();
+        assert_eq!(sum, 1000, "snapshot {n} ({out})");
+    }
+    for h in handles {
         h.join().expect("phase 1 thread");
     }
     assert!(
