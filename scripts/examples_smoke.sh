@@ -11,7 +11,9 @@
 # value must not appear in any example's output. Each example is bounded (EXAMPLE_TIMEOUT,
 # 120 s). Exit 1 if any example fails.
 #
-# Usage: [MICRONODE_BIN=path/to/micronode] [MICRONODE_EXAMPLE_CLIENT=path/to/client] scripts/examples_smoke.sh
+# With AUTH=1 the server requires tokens and the examples get a freshly minted one.
+#
+# Usage: [AUTH=1] [MICRONODE_BIN=path/to/micronode] [MICRONODE_EXAMPLE_CLIENT=path/to/client] scripts/examples_smoke.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,11 +32,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# AUTH=1: the server requires tokens; a token for tenant `examples`, allowed every op, is minted
+# with the binary and handed to the examples as MICRONODE_TOKEN (unless the caller gave one).
+auth_env=()
+if [ "${AUTH:-0}" = 1 ]; then
+  "$bin" auth init --keys "$work/keys.toml" >/dev/null
+  auth_env=(MICRONODE_AUTH=on MICRONODE_AUTH_KEYS_FILE="$work/keys.toml")
+  if [ -z "${MICRONODE_TOKEN:-}" ]; then
+    MICRONODE_TOKEN=$("$bin" auth mint --keys "$work/keys.toml" --tenant examples)
+    export MICRONODE_TOKEN
+  fi
+fi
 boot_micronode "$work/log" MICRONODE_BIND_ADDR=127.0.0.1:0 \
-  MICRONODE_STORAGE_PATH="$work/data"
+  MICRONODE_STORAGE_PATH="$work/data" "${auth_env[@]}"
 pid=$BOOT_PID
 export MICRONODE_URL="http://$BOOT_ADDR"
-echo "server at $MICRONODE_URL"
+echo "server at $MICRONODE_URL${auth_env:+ (tokens required)}"
 
 failed=() passed=() skipped=()
 
