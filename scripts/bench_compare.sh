@@ -5,7 +5,7 @@
 #   rps ratio = healthz RPS / bare RPS (target ≥ 0.95)
 #   cpu ratio = healthz CPU µs per request / bare's (target ≤ 1.05)
 # then the same pair over HTTP/2 with h2load. The last line is machine-readable:
-#   RATIOS rps=<r> cpu=<r> h2_rps=<r> h2_cpu=<r>
+#   RATIOS rps=<r> cpu=<r> h2_rps=<r> h2_cpu=<r> pair_rps=<median of per-round rps ratios>
 # Knobs: ROUNDS (5), DUR (5s), CONNS (64), THREADS (1), H2_REQUESTS (200000), H2=0 to skip
 # HTTP/2, BARE_PORT (5399), NODE_PORT (5398).
 set -euo pipefail
@@ -43,11 +43,17 @@ bare_rps=$(col bare 1 | median); node_rps=$(col node 1 | median)
 bare_cpu=$(col bare 2 | median); node_cpu=$(col node 2 | median)
 rps_ratio=$(awk -v a="$node_rps" -v b="$bare_rps" 'BEGIN {printf "%.3f", a / b}')
 cpu_ratio=$(awk -v a="$node_cpu" -v b="$bare_cpu" 'BEGIN {printf "%.3f", a / b}')
+# The same ratio taken within each round (bare and /healthz seconds apart), then the median of
+# those: a slow minute moves both halves of a pair, so this one shrugs off noise that moves the
+# two medians apart. The perf guard judges by it.
+pair_rps_ratio=$(paste "$BENCH_TMP/node" "$BENCH_TMP/bare" | awk '{printf "%.4f\n", $1 / $3}' | median)
+pair_rps_ratio=$(awk -v a="$pair_rps_ratio" 'BEGIN {printf "%.3f", a}')
 echo
 echo "HTTP/1.1, wrk -t$THREADS -c$CONNS -d$DUR, medians of $ROUNDS (min–max):"
 printf '  bare     rps %s (%s)  cpu_us/req %s (%s)\n' "$bare_rps" "$(col bare 1 | minmax)" "$bare_cpu" "$(col bare 2 | minmax)"
 printf '  healthz  rps %s (%s)  cpu_us/req %s (%s)\n' "$node_rps" "$(col node 1 | minmax)" "$node_cpu" "$(col node 2 | minmax)"
 printf '  ratios   rps %s (target >= 0.95)  cpu %s (target <= 1.05)\n' "$rps_ratio" "$cpu_ratio"
+printf '  median of per-round rps ratios %s\n' "$pair_rps_ratio"
 
 h2_rps_ratio=na
 h2_cpu_ratio=na
@@ -65,4 +71,4 @@ if [ "${H2:-1}" = "1" ]; then
   printf '  healthz  rps %s (%s)  cpu_us/req %s (%s)\n' "$hn_rps" "$(col h2node 1 | minmax)" "$hn_cpu" "$(col h2node 2 | minmax)"
   printf '  ratios   rps %s  cpu %s\n' "$h2_rps_ratio" "$h2_cpu_ratio"
 fi
-echo "RATIOS rps=$rps_ratio cpu=$cpu_ratio h2_rps=$h2_rps_ratio h2_cpu=$h2_cpu_ratio"
+echo "RATIOS rps=$rps_ratio cpu=$cpu_ratio h2_rps=$h2_rps_ratio h2_cpu=$h2_cpu_ratio pair_rps=$pair_rps_ratio"
