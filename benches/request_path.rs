@@ -124,6 +124,47 @@ fn benches(c: &mut Criterion) {
             b.iter(|| run(app, put("/v1/kv/b/p4k", VALUE_4KIB)))
         });
     }
+
+    // Auth on: the same GET with a token of three caveats (bucket, prefix, ops), against
+    // `kv_get_hit_128b_mem` above; and the token check alone.
+    let keys_path = dir.path().join("keys.toml");
+    let keys =
+        micronode::auth::keyring::init(&keys_path, micronode::auth::now_unix()).expect("key ring");
+    let keys_env = keys_path.display().to_string();
+    let authed = app(&[
+        ("MICRONODE_STORAGE_ENGINE", "mem"),
+        ("MICRONODE_AUTH", "on"),
+        ("MICRONODE_AUTH_KEYS_FILE", &keys_env),
+    ]);
+    let caveats = [
+        micronode::auth::Caveat::Bucket("b".into()),
+        micronode::auth::Caveat::Prefix("k".into()),
+        micronode::auth::Caveat::Ops(micronode::auth::Ops::parse_list("get,put").expect("ops")),
+    ];
+    let token = micronode::auth::mint(keys.newest(), "acme", &caveats).expect("mint");
+    let bearer = format!("Bearer {token}");
+    let with_token = |r: Request<RequestBody>| {
+        let mut r = r;
+        r.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&bearer).expect("ascii"),
+        );
+        r
+    };
+    assert_eq!(
+        run(&authed, with_token(put("/v1/kv/b/k128", VALUE_128B))),
+        201
+    );
+    c.bench_function("kv_get_hit_128b_mem_token", |b| {
+        b.iter(|| run(&authed, with_token(req("GET", "/v1/kv/b/k128", &[], b""))))
+    });
+    c.bench_function("token_verify_3_caveats", |b| {
+        b.iter(|| {
+            micronode::auth::Unverified::parse(std::hint::black_box(&token))
+                .map(|t| t.verify(&keys, micronode::auth::now_unix(), 0).is_ok())
+                .unwrap_or(false)
+        })
+    });
 }
 
 criterion_group!(request_path, benches);

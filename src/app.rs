@@ -48,6 +48,8 @@ pub struct App {
     pub streams: Arc<Streams>,
     /// Tokens: the key ring and the revoked nonces; `None` while auth is off.
     pub auth: Option<AuthState>,
+    /// Per-tenant rate and watcher limits, and the tenant request counters.
+    pub tenants: crate::guards::tenant::Tenants,
     request_ids: RequestIds,
 }
 
@@ -82,6 +84,7 @@ impl App {
             service_times,
             streams: Arc::new(Streams::new(cfg.watch.max_watchers)),
             auth,
+            tenants: crate::guards::tenant::Tenants::new(&cfg),
             budgets: [
                 InflightBudget::new(cfg.ready.max_inflight),
                 InflightBudget::new(cfg.limits.kv_max_inflight),
@@ -151,6 +154,10 @@ impl App {
                 tracing::error!(knob = knob.key, cause = %e, "cannot keep the running value");
             }
         }
+        if new.tenants != old.tenants {
+            needs_restart.push("tenants");
+            new.tenants = old.tenants.clone();
+        }
         let (global, dev) = bucket_rates(&new);
         self.rl_global.set(global.0, global.1);
         self.rl_dev.set(dev.0, dev.1);
@@ -188,7 +195,34 @@ impl App {
             probes: [0, 1, 2, 3].map(|i| (PROBES[i], probes[i])),
             watchers: self.streams.watchers(),
             store_revision: self.store.revision(),
+            tenants: self.tenant_series(),
         }
+    }
+
+    /// One series per tenant label: requests by result, and stored bytes and keys (tenants
+    /// without a label of their own summed under `_other`).
+    fn tenant_series(&self) -> Vec<crate::metrics::TenantSeries> {
+        let t = &self.tenants;
+        let mut out: Vec<crate::metrics::TenantSeries> = t
+            .request_series()
+            .into_iter()
+            .map(|(label, requests)| crate::metrics::TenantSeries {
+                label: label.to_owned(),
+                requests,
+                bytes: 0,
+                keys: 0,
+            })
+            .collect();
+        if let Some(usage) = self.store.usage() {
+            for (tenant, c) in usage.all() {
+                let label = t.label(&tenant);
+                if let Some(s) = out.iter_mut().find(|s| s.label == label) {
+                    s.bytes += c.bytes;
+                    s.keys += c.keys;
+                }
+            }
+        }
+        out
     }
 }
 

@@ -124,6 +124,10 @@ pub enum ApiError {
     RateLimit {
         retry_after_secs: u64,
     },
+    /// The tenant's rate or watcher limit.
+    Quota {
+        retry_after_secs: u64,
+    },
     Internal,
     Storage,
     Timeout,
@@ -175,6 +179,7 @@ impl ApiError {
             ApiError::StackedEncoding => Code::StackedEncoding,
             ApiError::Concurrency => Code::Concurrency,
             ApiError::RateLimit { .. } => Code::RateLimit,
+            ApiError::Quota { .. } => Code::Quota,
             ApiError::Internal => Code::Internal,
             ApiError::Storage => Code::Storage,
             ApiError::Timeout => Code::Timeout,
@@ -218,6 +223,7 @@ impl ApiError {
             ApiError::StackedEncoding => "stacked Content-Encoding is not accepted",
             ApiError::Concurrency => "too many requests in flight on this route",
             ApiError::RateLimit { .. } => "rate limit exceeded",
+            ApiError::Quota { .. } => "tenant quota exceeded",
             ApiError::Internal => "internal error",
             ApiError::Storage => "storage error",
             ApiError::Timeout => "the request timed out",
@@ -281,7 +287,7 @@ impl ApiError {
             ApiError::Concurrency | ApiError::StorageUnavailable => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::RateLimit { retry_after_secs } => {
+            ApiError::RateLimit { retry_after_secs } | ApiError::Quota { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
             }
             // The unread body of a refused upload must not be parsed as the next request,

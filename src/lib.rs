@@ -59,7 +59,11 @@ pub fn build_app(cfg: config::Config) -> Result<Arc<app::App>, String> {
     let labels = router::metric_labels(dev_routes, dev_metrics);
     let metrics = Arc::new(metrics::Metrics::new(&labels));
     let times = dev_metrics.then(|| latency::ServiceTimes::new(&router::templates()));
-    let store = store::open(&cfg, Arc::clone(&metrics))?;
+    let store = store::open(
+        &cfg,
+        Arc::clone(&metrics),
+        store::usage::Usage::from_config(&cfg),
+    )?;
     let auth = match cfg.auth.mode {
         config::AuthMode::Off => None,
         config::AuthMode::On => {
@@ -98,5 +102,6 @@ fn revoked_nonces(store: &dyn store::Storage) -> Result<Vec<[u8; 16]>, String> {
 /// Opens the configured engine outside a server, for offline tools (`micronode snapshot
 /// restore`): the engine's metrics go to a registry nobody scrapes.
 pub fn open_store_offline(cfg: &config::Config) -> Result<Arc<dyn store::Storage>, String> {
-    store::open(cfg, Arc::new(metrics::Metrics::new(&[])))
+    let usage = store::usage::Usage::from_config(cfg);
+    store::open(cfg, Arc::new(metrics::Metrics::new(&[])), usage)
 }

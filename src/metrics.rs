@@ -264,7 +264,7 @@ fn unix_now() -> i64 {
 }
 
 /// Gauges owned elsewhere (readiness), read at scrape time.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Gauges {
     pub ready_inflight: usize,
     pub ready_error_rate_pct: f64,
@@ -275,6 +275,18 @@ pub struct Gauges {
     pub watchers: usize,
     /// The newest revision answers may show.
     pub store_revision: u64,
+    /// Per-tenant series (empty while neither auth nor tenant limits are on).
+    pub tenants: Vec<TenantSeries>,
+}
+
+/// The `micronode_tenant_*` series of one tenant label.
+#[derive(Debug, Clone, Default)]
+pub struct TenantSeries {
+    pub label: String,
+    /// By `crate::guards::tenant::TENANT_RESULTS`.
+    pub requests: [u64; 3],
+    pub bytes: u64,
+    pub keys: u64,
 }
 
 /// `micronode_watch_events_total{event}` labels, in index order.
@@ -671,6 +683,37 @@ impl Metrics {
         for (i, result) in AUTH_RESULTS.iter().enumerate() {
             let n = self.auth[i].load(Relaxed);
             let _ = writeln!(out, "micronode_auth_total{{result=\"{result}\"}} {n}");
+        }
+        if !gauges.tenants.is_empty() {
+            out.push_str("# HELP micronode_tenant_requests_total Requests of each tenant on feature routes, by result (tenants not named in the configuration under _other).\n");
+            out.push_str("# TYPE micronode_tenant_requests_total counter\n");
+            for t in &gauges.tenants {
+                for (i, result) in crate::guards::tenant::TENANT_RESULTS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "micronode_tenant_requests_total{{tenant=\"{}\",result=\"{result}\"}} {}",
+                        t.label, t.requests[i]
+                    );
+                }
+            }
+            out.push_str("# HELP micronode_tenant_bytes Key and value bytes stored per tenant.\n");
+            out.push_str("# TYPE micronode_tenant_bytes gauge\n");
+            for t in &gauges.tenants {
+                let _ = writeln!(
+                    out,
+                    "micronode_tenant_bytes{{tenant=\"{}\"}} {}",
+                    t.label, t.bytes
+                );
+            }
+            out.push_str("# HELP micronode_tenant_keys Keys stored per tenant.\n");
+            out.push_str("# TYPE micronode_tenant_keys gauge\n");
+            for t in &gauges.tenants {
+                let _ = writeln!(
+                    out,
+                    "micronode_tenant_keys{{tenant=\"{}\"}} {}",
+                    t.label, t.keys
+                );
+            }
         }
         out.push_str("# HELP micronode_watchers_current Open watch streams.\n");
         out.push_str("# TYPE micronode_watchers_current gauge\n");

@@ -368,6 +368,16 @@ fn admit<'a>(
         None => None,
         Some(state) => authorize(app, state, &m, &query)?,
     };
+    if app.tenants.active() && guards.bucket == Bucket::Global {
+        let tenant = token
+            .as_ref()
+            .map_or(crate::config::DEFAULT_TENANT, |t| t.tenant());
+        app.tenants
+            .admit(tenant, Instant::now())
+            .map_err(|wait| ApiError::Quota {
+                retry_after_secs: retry_after_secs(wait),
+            })?;
+    }
     let plan = if guards.edge {
         check_head(m.verb, &m.head.headers, app.head_limits())?
     } else {

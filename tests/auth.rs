@@ -389,3 +389,40 @@ fn a_non_loopback_bind_needs_auth_and_tls_or_insecure() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("MICRONODE_INSECURE=1"), "{err}");
 }
+
+#[test]
+fn the_revoke_command_revokes_through_the_server_by_token_or_nonce() {
+    let n = node(&[]);
+    let url = format!("http://{}", n.server.addr);
+    let admin = n.admin();
+    let (first, second) = (n.token(&[]), n.token(&[ops("get")]));
+    let nonce = micronode::auth::inspect(&second).expect("inspect").nonce;
+    let dir = n.server.dir();
+    let (code, out, err) = support::run_binary(
+        &["auth", "revoke", &first, "--url", &url, "--token", &admin],
+        &[],
+        dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"revoked\""), "{out}");
+    assert!(
+        !out.contains(&first) && !err.contains(&first),
+        "no token printed"
+    );
+    let (code, out, err) = support::run_binary(
+        &["auth", "revoke", "--nonce", &nonce, "--url", &url],
+        &[("MICRONODE_TOKEN", admin.as_str())],
+        dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&nonce), "{out}");
+    for t in [&first, &second] {
+        let r = n.call("GET", "/v1/kv/b/k", Some(t), None);
+        r.assert_error(401, "auth", false);
+    }
+    // Without an admin token the server refuses, and the command says so.
+    let (code, _, err) = support::run_binary(&["auth", "revoke", &admin, "--url", &url], &[], dir);
+    assert_eq!(code, 1);
+    assert!(err.contains("401") || err.contains("auth"), "{err}");
+    assert_eq!(n.call("GET", "/v1/kv/b/k", Some(&admin), None).status, 404);
+}

@@ -1,15 +1,18 @@
 //! `micronode auth init|rotate|mint|attenuate|inspect`: the key ring and tokens, offline
-//! (docs/CLI.md, docs/SECURITY.md "Tokens"). `mint` and `attenuate` print the token and
-//! nothing else; no other command prints a token or a secret. Exit 0 on success, 1 when a
-//! file or a token is refused (one line on stderr), 2 on a command-line error.
+//! (docs/CLI.md, docs/SECURITY.md "Tokens"); `auth revoke` asks a server to revoke a token.
+//! `mint` and `attenuate` print the token and nothing else; no other command prints a token
+//! or a secret. Exit 0 on success, 1 when a file or a token is refused (one line on stderr),
+//! 2 on a command-line error.
 
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use http::Method;
 use micronode::auth::{self, Caveat, KeyRing, Ops, keyring, token};
 use micronode::handlers::kv::valid_bucket;
 
+use super::client::{Call, Client, ClientArgs, Failure};
 use super::out;
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +62,19 @@ enum AuthCommand {
         /// The token, or `-` to read it from stdin.
         #[arg(value_name = "TOKEN")]
         token: String,
+    },
+    /// Revoke a token and every attenuation of it on a server (`POST /v1/auth/revoke`, with
+    /// the admin token of --token / MICRONODE_TOKEN); durable before the server answers.
+    /// Prints the server's JSON answer.
+    Revoke {
+        /// The token to revoke, `-` to read it from stdin, or with --nonce its nonce.
+        #[arg(value_name = "TOKEN")]
+        victim: String,
+        /// TOKEN is a nonce (32 hex digits, as `auth inspect` shows it), not a token.
+        #[arg(long)]
+        nonce: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -164,6 +180,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
                     .map_err(|e| e.to_string())
             })
         }
+        AuthCommand::Revoke {
+            victim,
+            nonce,
+            client,
+        } => return revoke(&victim, nonce, &client).unwrap_or_else(Failure::report),
         AuthCommand::Inspect { token } => read_token(&token).and_then(|t| {
             let inspection = auth::inspect(&t).map_err(|e| e.to_string())?;
             serde_json::to_string(&inspection)
@@ -178,6 +199,24 @@ pub(crate) fn run(args: Args) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `auth revoke`: one POST, the server's answer printed.
+fn revoke(victim: &str, nonce: bool, client: &ClientArgs) -> Result<ExitCode, Failure> {
+    let victim = read_token(victim).map_err(Failure::new)?;
+    let body = if nonce {
+        serde_json::json!({ "nonce": victim })
+    } else {
+        serde_json::json!({ "token": victim })
+    };
+    let client = Client::new(client)?;
+    let call = Call::new(Method::POST, "/v1/auth/revoke".to_owned()).json(body.to_string());
+    let answer = client.block_on(client.send(call))?;
+    let mut text = answer.body.to_vec();
+    if text.last() != Some(&b'\n') {
+        text.push(b'\n');
+    }
+    Ok(out::print(text))
 }
 
 /// The token argument, or stdin for `-` (surrounding whitespace trimmed; reading stops just

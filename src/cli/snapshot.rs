@@ -410,6 +410,8 @@ async fn write_step(
             value: &p.value,
             expires_at: p.entry.expires_at,
             cond: &Cond::NONE,
+            // Snapshots do not carry owners yet: restored records count for `default`.
+            owner: micronode::config::DEFAULT_TENANT,
         })
         .collect();
     let written = store

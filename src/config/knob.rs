@@ -313,6 +313,9 @@ macro_rules! knobs {
         #[serde(deny_unknown_fields, default)]
         pub struct Config {
             $(pub $section: $Sec,)*
+            /// Per-tenant limits, `[tenants.<id>]` (TOML only; docs/CONFIG.md, "Tenants").
+            #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+            pub tenants: std::collections::BTreeMap<String, TenantCfg>,
         }
 
         /// Every knob, in declaration order (the order of docs/CONFIG.md and `--help`).

@@ -308,6 +308,76 @@ pub fn parse_origins(raw: &str) -> Result<Option<Vec<String>>, String> {
     Ok(Some(out))
 }
 
+/// The limits of one tenant, `[tenants.<id>]`; `[tenants.default]` is both the tenant of
+/// requests without a token and the limits of every tenant without a section of its own.
+/// Unset = unlimited. Changing them needs a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantCfg {
+    /// Requests per second (a token bucket per tenant) → 429 `quota`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rps: Option<u32>,
+    /// Bucket depth; unset = one second's worth (`rps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Key and value bytes stored → 507 `quota_storage`, nothing stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Keys stored → 507 `quota_storage`, nothing stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u64>,
+    /// Open watch streams → 429 `quota`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_watchers: Option<usize>,
+}
+
+/// The tenant of requests without a token (auth off), whose section also gives the limits of
+/// tenants without their own.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Whether `id` is a tenant name: 1–63 chars of `[a-z0-9._-]`.
+pub fn valid_tenant(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+}
+
+impl Config {
+    /// The limits that apply to `tenant`: its own section, else `[tenants.default]`.
+    pub fn tenant_limits(&self, tenant: &str) -> Option<&TenantCfg> {
+        self.tenants
+            .get(tenant)
+            .or_else(|| self.tenants.get(DEFAULT_TENANT))
+    }
+
+    fn validate_tenants(&self) -> Result<(), ConfigError> {
+        for (id, t) in &self.tenants {
+            let bad = |cause: String| ConfigError::Tenant {
+                id: id.clone(),
+                cause,
+            };
+            if !valid_tenant(id) {
+                return Err(bad(
+                    "a tenant id is 1-63 characters of [a-z0-9._-]".to_owned()
+                ));
+            }
+            if t.rps == Some(0) {
+                return Err(bad(
+                    "rps must be at least 1 (leave it out for no limit)".to_owned()
+                ));
+            }
+            if t.burst.is_some() && t.rps.is_none() {
+                return Err(bad("burst needs rps".to_owned()));
+            }
+            if t.burst == Some(0) {
+                return Err(bad("burst must be at least 1".to_owned()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The knobs a SIGHUP reload applies without a restart (docs/CONFIG.md marks them). A change
 /// to any other knob is logged as needing a restart and left alone.
 pub const LIVE_KNOBS: &[&str] = &[
@@ -428,6 +498,9 @@ pub enum ConfigError {
     /// An environment variable could not be parsed.
     #[error("environment variable {var}: {cause}")]
     Env { var: &'static str, cause: String },
+    /// A `[tenants.<id>]` section is invalid.
+    #[error("config section [tenants.{id}]: {cause}")]
+    Tenant { id: String, cause: String },
     /// A value parsed but is out of range or inconsistent; `key` is `section.key (ENV_VAR)`.
     #[error("config key {key}: {cause}")]
     Invalid { key: &'static str, cause: String },
@@ -503,7 +576,7 @@ impl Config {
                 cause,
             })?;
         }
-        Ok(())
+        self.validate_tenants()
     }
 
     /// The effective config as TOML, for `--check-config`.
@@ -673,6 +746,38 @@ mod tests {
         assert!(err.to_string().contains("max_bodybytes"), "{err}");
         let err = load(Some("[nope]\n"), &[]).expect_err("unknown section");
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn tenant_sections_parse_fall_back_to_default_and_are_checked() {
+        let c = load(
+            Some(
+                "[tenants.default]\nrps = 100\nmax_keys = 10\n\
+                 [tenants.acme]\nmax_bytes = 1048576\nmax_watchers = 2\n",
+            ),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(
+            c.tenant_limits("acme").and_then(|t| t.max_bytes),
+            Some(1 << 20)
+        );
+        assert_eq!(
+            c.tenant_limits("acme").and_then(|t| t.rps),
+            None,
+            "own section only"
+        );
+        assert_eq!(c.tenant_limits("other").and_then(|t| t.max_keys), Some(10));
+        assert!(load(None, &[]).expect("valid").tenant_limits("x").is_none());
+        for (toml, says) in [
+            ("[tenants.Acme]\n", "[a-z0-9._-]"),
+            ("[tenants.a]\nrps = 0\n", "rps"),
+            ("[tenants.a]\nburst = 5\n", "burst needs rps"),
+            ("[tenants.a]\nmax_byte = 5\n", "max_byte"),
+        ] {
+            let err = load(Some(toml), &[]).expect_err(toml);
+            assert!(err.to_string().contains(says), "{toml}: {err}");
+        }
     }
 
     #[test]

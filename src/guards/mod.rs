@@ -8,6 +8,7 @@ pub mod body;
 pub mod budget;
 pub mod decode;
 pub mod rate_limit;
+pub mod tenant;
 
 use http::HeaderMap;
 

@@ -33,7 +33,7 @@ fn caveats_json(token: &crate::auth::Verified) -> serde_json::Value {
 
 // GET /v1/auth/whoami
 pub fn get_whoami(cx: Cx<'_>) -> Result<Resp, ApiError> {
-    let body = match &cx.token {
+    let mut body = match &cx.token {
         // Auth off: everything is the `default` tenant, with every right.
         None => serde_json::json!({
             "tenant": "default",
@@ -50,7 +50,28 @@ pub fn get_whoami(cx: Cx<'_>) -> Result<Resp, ApiError> {
             "auth": "on",
         }),
     };
+    body["usage"] = usage_json(cx.app, cx.tenant());
     Ok(response::json(StatusCode::OK, body.to_string()))
+}
+
+/// What `tenant` uses and may use: stored keys and bytes (exact, from the engine), open
+/// watch streams, and the limits that apply (`null` = unlimited).
+fn usage_json(app: &crate::app::App, tenant: &str) -> serde_json::Value {
+    let stored = app.store.usage().map(|u| u.of(tenant));
+    let limits = app.tenants.limits(tenant);
+    serde_json::json!({
+        "tracked": stored.is_some(),
+        "keys": stored.map(|c| c.keys),
+        "bytes": stored.map(|c| c.bytes),
+        "watchers": app.tenants.watchers_of(tenant),
+        "limits": {
+            "rps": limits.rps,
+            "burst": limits.burst.or(limits.rps),
+            "max_bytes": limits.max_bytes,
+            "max_keys": limits.max_keys,
+            "max_watchers": limits.max_watchers,
+        },
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +180,7 @@ pub async fn post_revoke(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
         value: &value,
         expires_at: None,
         cond: &Cond::NONE,
+        owner: crate::store::usage::SYSTEM,
     };
     cx.app
         .store

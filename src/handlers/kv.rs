@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::{Cx, Step};
 use crate::error::ApiError;
+use crate::guards::tenant::TenantResult;
 use crate::metrics::{KvOp, Metrics};
 use crate::response::{self, OCTET_STREAM, Resp};
 use crate::store::{
@@ -209,6 +210,15 @@ pub fn store_error(request_id: &HeaderValue, e: StoreError) -> ApiError {
 
 /// A 404 or 412 from the store names the revision the store had reached (the state it was
 /// judged on is no older).
+/// Counts a write refused by the tenant's storage quota.
+pub fn quota_refusal(cx: &Cx<'_>, e: &StoreError) {
+    if e.kind() == ErrorKind::Quota {
+        cx.app
+            .tenants
+            .count(cx.tenant(), TenantResult::QuotaStorage);
+    }
+}
+
 fn store_error_at(request_id: &HeaderValue, e: StoreError, store: &dyn Storage) -> ApiError {
     match store_error(request_id, e) {
         error @ (ApiError::NotFound | ApiError::PreconditionFailed) => ApiError::At {
@@ -367,9 +377,20 @@ pub async fn put_kv(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
     // Resolves once the write is as durable as the configured mode promises.
     let store = &*cx.app.store;
     let outcome = store
-        .put(bucket, &key, &content_type, &bytes, expires_at, &cond)
+        .put(
+            bucket,
+            &key,
+            &content_type,
+            &bytes,
+            expires_at,
+            &cond,
+            cx.tenant(),
+        )
         .await
-        .map_err(|e| store_error_at(cx.request_id, e, store))?;
+        .map_err(|e| {
+            quota_refusal(&cx, &e);
+            store_error_at(cx.request_id, e, store)
+        })?;
     let (status, revision) = match outcome {
         PutOutcome::Created(v) => (StatusCode::CREATED, v),
         PutOutcome::Replaced(v) => (StatusCode::NO_CONTENT, v),

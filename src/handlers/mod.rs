@@ -57,6 +57,13 @@ impl<'a> Cx<'a> {
     pub fn param(&self, name: &str) -> &'a str {
         self.params.get(self.head.uri.path(), name).unwrap_or("")
     }
+
+    /// The tenant the request acts for: the token's, or `default` without one.
+    pub fn tenant(&self) -> &str {
+        self.token
+            .as_ref()
+            .map_or(crate::config::DEFAULT_TENANT, |t| t.tenant())
+    }
 }
 
 /// What a handler gives back: an answer now, or a future that will produce one.

@@ -223,7 +223,8 @@ fn branch_allowed(token: &crate::auth::Verified, ops: &[Checked]) -> bool {
 
 const NONE: Cond = Cond::NONE;
 
-fn store_ops(ops: &[Checked]) -> Vec<TxnOp<'_>> {
+/// The ops of one branch; the records they write count for `owner`.
+fn store_ops<'a>(ops: &'a [Checked], owner: &'a str) -> Vec<TxnOp<'a>> {
     ops.iter()
         .map(|op| match op {
             Checked::Put {
@@ -239,6 +240,7 @@ fn store_ops(ops: &[Checked]) -> Vec<TxnOp<'_>> {
                 value,
                 expires_at: *expires_at,
                 cond: &NONE,
+                owner,
             }),
             Checked::Delete { bucket, key } => TxnOp::Write(WriteOp::Delete {
                 bucket,
@@ -299,18 +301,18 @@ pub async fn post_txn(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
             return Err(ApiError::Policy);
         }
     }
-    let (then_ops, else_ops) = (store_ops(&then), store_ops(&otherwise));
+    let tenant = cx.tenant();
+    let (then_ops, else_ops) = (store_ops(&then, tenant), store_ops(&otherwise, tenant));
     let txn = Txn {
         compares: &compares,
         then: &then_ops,
         otherwise: &else_ops,
     };
     app.metrics.kv_op(KvOp::Txn);
-    let outcome = app
-        .store
-        .txn(&txn)
-        .await
-        .map_err(|e| store_error(cx.request_id, e))?;
+    let outcome = app.store.txn(&txn).await.map_err(|e| {
+        super::kv::quota_refusal(&cx, &e);
+        store_error(cx.request_id, e)
+    })?;
     app.metrics.txn(if outcome.succeeded {
         TxnResult::Succeeded
     } else {

@@ -26,6 +26,7 @@ use super::Cx;
 use super::kv::{parse_bool, tag_revision, valid_bucket};
 use crate::app::WatcherSlot;
 use crate::error::ApiError;
+use crate::guards::tenant::{TenantResult, TenantWatcher};
 use crate::metrics::{KvOp, Metrics};
 use crate::response::{self, Body, ChannelBody, Resp};
 use crate::store::feed::Read;
@@ -99,6 +100,13 @@ pub async fn get_watch(cx: Cx<'_>) -> Result<Resp, ApiError> {
         return Ok(resp);
     }
     let slot = cx.app.streams.try_watch().ok_or(ApiError::Concurrency)?;
+    let tenant = cx.tenant();
+    let tenant_slot = cx.app.tenants.watcher(tenant).ok_or_else(|| {
+        cx.app.tenants.count(tenant, TenantResult::Quota);
+        ApiError::Quota {
+            retry_after_secs: 1,
+        }
+    })?;
     cx.app.metrics.kv_op(KvOp::Watch);
     let store = Arc::clone(&cx.app.store);
     let feed = store.feed();
@@ -128,6 +136,7 @@ pub async fn get_watch(cx: Cx<'_>) -> Result<Resp, ApiError> {
         keepalive: Duration::from_millis(cfg.watch.keepalive_ms),
         stop: cx.app.streams.stopping(),
         _slot: slot,
+        _tenant_slot: tenant_slot,
     };
     tokio::spawn(stream.run(tx));
     let mut resp = http::Response::new(Body::stream(ChannelBody(rx)));
@@ -158,6 +167,8 @@ struct Stream {
     keepalive: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
     _slot: WatcherSlot,
+    /// Counted against the tenant's `max_watchers`.
+    _tenant_slot: TenantWatcher,
 }
 
 impl Stream {

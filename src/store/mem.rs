@@ -2,9 +2,12 @@
 //! amnesia mode needs; a 2xx means "in this process's memory". Every call completes at once,
 //! and every applied step is released to watchers at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::{RwLock, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
+
+use super::usage::{self, Usage};
+use crate::config::DEFAULT_TENANT;
 
 use super::{
     Expiring, Feed, ListOpts, ListRange, Locked, Page, Read, Record, Scanned, StoreCall,
@@ -16,6 +19,7 @@ use super::{
 pub struct MemStore {
     inner: RwLock<Inner>,
     feed: Feed,
+    usage: Option<Arc<Usage>>,
 }
 
 #[derive(Debug)]
@@ -23,6 +27,8 @@ struct Inner {
     map: BTreeMap<Vec<u8>, Record>,
     /// `(expires_at, engine key)` of every record with an expiry.
     expiries: BTreeSet<(u64, Vec<u8>)>,
+    /// The owner of every record not owned by `default` (only while usage is tracked).
+    owners: HashMap<Vec<u8>, Box<str>>,
     /// The last revision handed out. Seeded from the clock so that an ETag held across a
     /// restart can never match a different value.
     revision: u64,
@@ -30,7 +36,7 @@ struct Inner {
 
 impl Default for MemStore {
     fn default() -> Self {
-        MemStore::new(100_000)
+        MemStore::new(100_000, None)
     }
 }
 
@@ -40,15 +46,18 @@ fn poisoned() -> StoreError {
 
 impl MemStore {
     /// An empty store whose feed keeps `history` events.
-    pub fn new(history: usize) -> MemStore {
+    /// `usage`: the per-tenant usage to keep, if tracked.
+    pub fn new(history: usize, usage: Option<Arc<Usage>>) -> MemStore {
         let revision = clock_floor();
         MemStore {
             inner: RwLock::new(Inner {
                 map: BTreeMap::new(),
                 expiries: BTreeSet::new(),
+                owners: HashMap::new(),
                 revision,
             }),
             feed: Feed::new(revision, history),
+            usage,
         }
     }
 
@@ -61,6 +70,7 @@ impl MemStore {
 struct View<'a> {
     inner: RwLockWriteGuard<'a, Inner>,
     feed: &'a Feed,
+    usage: Option<&'a Usage>,
 }
 
 impl Locked for View<'_> {
@@ -72,18 +82,33 @@ impl Locked for View<'_> {
         check_step(ops)?;
         let inner = &mut *self.inner;
         let mut written = Written::new(inner.revision + 1);
+        let mut deltas = usage::Deltas::default();
         for (i, op) in ops.iter().enumerate() {
             let (bucket, key) = op.bucket_key();
-            let old = inner
-                .map
-                .get(&compose(bucket, key))
-                .map(|r| (r.revision, r.expires_at));
-            if judged(op, old, now)?.is_some() {
+            let k = compose(bucket, key);
+            let old = inner.map.get(&k);
+            if judged(op, old.map(|r| (r.revision, r.expires_at)), now)?.is_some() {
                 written.set_existed(i);
+            }
+            if self.usage.is_some() {
+                let is_put = matches!(op, WriteOp::Put { .. });
+                if let Some(r) = old
+                    && (is_put || written.existed(i))
+                {
+                    let owner = inner.owners.get(&k).map_or(DEFAULT_TENANT, |o| &**o);
+                    deltas.add(owner, usage::size_of(bucket, key, r.value.len() as u64), -1);
+                }
+                if let WriteOp::Put { owner, value, .. } = *op {
+                    deltas.add(owner, usage::size_of(bucket, key, value.len() as u64), 1);
+                }
             }
         }
         if !written.changed(ops) {
             return Ok(Written::new(inner.revision));
+        }
+        if let Some(usage) = self.usage {
+            usage.check(&deltas)?;
+            usage.commit(deltas);
         }
         inner.revision = written.revision;
         for (i, op) in ops.iter().enumerate() {
@@ -99,13 +124,18 @@ impl Locked for View<'_> {
             {
                 inner.expiries.remove(&(at, k.clone()));
             }
+            inner.owners.remove(&k);
             if let WriteOp::Put {
                 content_type,
                 value,
                 expires_at,
+                owner,
                 ..
             } = *op
             {
+                if self.usage.is_some() && owner != DEFAULT_TENANT {
+                    inner.owners.insert(k.clone(), owner.into());
+                }
                 if let Some(at) = expires_at {
                     inner.expiries.insert((at, k.clone()));
                 }
@@ -143,6 +173,7 @@ impl super::Storage for MemStore {
             View {
                 inner,
                 feed: &self.feed,
+                usage: self.usage.as_deref(),
             }
             .apply(ops, now_secs())
         });
@@ -176,6 +207,7 @@ impl super::Storage for MemStore {
             let mut view = View {
                 inner,
                 feed: &self.feed,
+                usage: self.usage.as_deref(),
             };
             let (mut outcome, changed) = run_txn(&mut view, txn, now_secs())?;
             if !changed {
@@ -250,6 +282,10 @@ impl super::Storage for MemStore {
 
     fn health(&self) -> bool {
         true
+    }
+
+    fn usage(&self) -> Option<&Usage> {
+        self.usage.as_deref()
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {

@@ -13,6 +13,7 @@ pub mod feed;
 pub mod mem;
 pub mod sled_engine;
 pub mod ttl;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -130,6 +131,8 @@ pub enum WriteOp<'a> {
         /// Unix seconds; `None` clears any previous expiry.
         expires_at: Option<u64>,
         cond: &'a Cond,
+        /// The tenant the record will count for ([`usage::SYSTEM`]: nobody).
+        owner: &'a str,
     },
     /// Removes the key; a missing (or expired) key is left alone (see [`Written::existed`]).
     /// `expire`: the sweeper removing an expired record (the `cond` names its revision); the
@@ -350,11 +353,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// The per-tenant usage this engine keeps, when tracked.
+    fn usage(&self) -> Option<&usage::Usage>;
+
     /// Flushes everything to stable storage now and stops background work (shutdown).
     /// Blocking.
     fn flush_blocking(&self) -> Result<(), StoreError>;
 
-    /// One PUT: `Created`/`Replaced` with the new revision.
+    /// One PUT: `Created`/`Replaced` with the new revision; the record counts for `owner`.
+    #[allow(clippy::too_many_arguments)]
     fn put(
         &self,
         bucket: &str,
@@ -363,6 +370,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         value: &Bytes,
         expires_at: Option<u64>,
         cond: &Cond,
+        owner: &str,
     ) -> StoreCall<PutOutcome> {
         let op = WriteOp::Put {
             bucket,
@@ -371,6 +379,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
             value,
             expires_at,
             cond,
+            owner,
         };
         self.write(&[op]).map(|w| {
             Ok(if w.existed(0) {
@@ -616,11 +625,16 @@ pub(crate) fn check_step(ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
 }
 
 /// Opens the configured engine. The error names the path and the cause in one line.
-pub fn open(cfg: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Storage>, String> {
+/// Opens the configured engine; `usage` is the per-tenant usage it keeps, when tracked.
+pub fn open(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+    usage: Option<Arc<usage::Usage>>,
+) -> Result<Arc<dyn Storage>, String> {
     match cfg.storage.effective_engine() {
-        Engine::Mem => Ok(Arc::new(mem::MemStore::new(cfg.watch.history))),
+        Engine::Mem => Ok(Arc::new(mem::MemStore::new(cfg.watch.history, usage))),
         Engine::Sled => {
-            let s = sled_engine::SledStore::open(&cfg.storage, cfg.watch.history, metrics)?;
+            let s = sled_engine::SledStore::open(&cfg.storage, cfg.watch.history, metrics, usage)?;
             Ok(Arc::new(s))
         }
     }

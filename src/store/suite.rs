@@ -11,8 +11,24 @@ use crate::config::{Durability, StorageCfg};
 /// A fresh store and whatever must live as long as it (a temp dir).
 type Opened = (Arc<dyn Storage>, Option<tempfile::TempDir>);
 
+/// Every engine under test keeps usage: tenant `small` may store 3 keys and 64 bytes, every
+/// other tenant is unlimited.
+fn usage() -> Option<Arc<usage::Usage>> {
+    let small = usage::Limits {
+        max_bytes: Some(64),
+        max_keys: Some(3),
+    };
+    Some(usage::Usage::with_limits(
+        usage::Limits::default(),
+        &[("small", small)],
+    ))
+}
+
 fn open_mem() -> Opened {
-    (Arc::new(crate::store::mem::MemStore::new(1000)), None)
+    (
+        Arc::new(crate::store::mem::MemStore::new(1000, usage())),
+        None,
+    )
 }
 
 fn open_sled(durability: Durability) -> Opened {
@@ -22,8 +38,13 @@ fn open_sled(durability: Durability) -> Opened {
         durability,
         ..Default::default()
     };
-    let s = crate::store::sled_engine::SledStore::open(&cfg, 1000, Arc::new(Metrics::new(&[])))
-        .expect("sled opens in a temp dir");
+    let s = crate::store::sled_engine::SledStore::open(
+        &cfg,
+        1000,
+        Arc::new(Metrics::new(&[])),
+        usage(),
+    )
+    .expect("sled opens in a temp dir");
     (Arc::new(s), Some(dir))
 }
 
@@ -50,7 +71,7 @@ fn put(
     v: &[u8],
     c: &Cond,
 ) -> Result<PutOutcome, StoreError> {
-    block_on(s.put(b, k, ct, &Bytes::copy_from_slice(v), None, c))
+    block_on(s.put(b, k, ct, &Bytes::copy_from_slice(v), None, c, "default"))
 }
 
 fn get(s: &dyn Storage, b: &str, k: &str) -> Option<Record> {
@@ -262,6 +283,7 @@ mod cases {
                 value: &a,
                 expires_at: None,
                 cond: &Cond::NONE,
+                owner: "default",
             },
             WriteOp::Put {
                 bucket: "t",
@@ -270,6 +292,7 @@ mod cases {
                 value: &b,
                 expires_at: None,
                 cond: &must_be_absent,
+                owner: "default",
             },
         ];
         assert_eq!(kind(block_on(s.write(&failing))), ErrorKind::Precondition);
@@ -286,6 +309,7 @@ mod cases {
                 value: &a,
                 expires_at: Some(4_000_000_000),
                 cond: &Cond::NONE,
+                owner: "default",
             },
             WriteOp::Delete {
                 bucket: "t",
@@ -369,7 +393,17 @@ mod cases {
 
     fn put_ttl(s: &dyn Storage, b: &str, k: &str, v: &[u8], at: u64) -> u64 {
         let value = Bytes::copy_from_slice(v);
-        match block_on(s.put(b, k, b"text/plain", &value, Some(at), &Cond::NONE)).expect("put") {
+        match block_on(s.put(
+            b,
+            k,
+            b"text/plain",
+            &value,
+            Some(at),
+            &Cond::NONE,
+            "default",
+        ))
+        .expect("put")
+        {
             PutOutcome::Created(r) | PutOutcome::Replaced(r) => r,
         }
     }
@@ -434,6 +468,107 @@ mod cases {
 
     /// Compares pick the branch; gets see the state before the step unless an earlier op
     /// of the branch wrote the key; all writes share one revision; results are in op order.
+    pub(super) fn usage_follows_every_write_and_quotas_store_nothing(s: &dyn Storage) {
+        use crate::store::usage::Counts;
+        let u = s.usage().expect("the suite's engines keep usage");
+        let put_as = |owner: &str, key: &str, v: &[u8], ttl: Option<u64>| {
+            let v = Bytes::copy_from_slice(v);
+            block_on(s.put("u", key, b"", &v, ttl, &Cond::NONE, owner))
+        };
+        // bytes = bucket + key + value: "u" + "a" + 10 = 12.
+        put_as("small", "a", &[1; 10], None).expect("fits");
+        put_as("small", "b", &[1; 10], None).expect("fits");
+        assert_eq!(u.of("small"), Counts { bytes: 24, keys: 2 });
+        // Overwriting: the old size goes, the new one comes.
+        put_as("small", "a", &[1; 20], None).expect("fits");
+        assert_eq!(u.of("small"), Counts { bytes: 34, keys: 2 });
+        // Past the bytes limit (34 - 22 + 62 = 74 > 64): refused, nothing stored.
+        let before = s.revision();
+        let err = put_as("small", "a", &[2; 60], None).expect_err("over bytes");
+        assert_eq!(err.kind(), ErrorKind::Quota);
+        assert_eq!(get(s, "u", "a").map(|r| r.value.len()), Some(20));
+        assert_eq!(s.revision(), before, "a refused write takes no revision");
+        // Past the keys limit with a new key.
+        put_as("small", "c", b"", None).expect("third key");
+        let err = put_as("small", "d", b"", None).expect_err("over keys");
+        assert_eq!(err.kind(), ErrorKind::Quota);
+        assert_eq!(get(s, "u", "d"), None);
+        // Another tenant overwriting takes the record over.
+        put_as("big", "c", &[0; 100], None).expect("unlimited");
+        assert_eq!(u.of("small"), Counts { bytes: 34, keys: 2 });
+        assert_eq!(
+            u.of("big"),
+            Counts {
+                bytes: 102,
+                keys: 1
+            }
+        );
+        // A delete gives the owner its room back.
+        del(s, "u", "b", &Cond::NONE).expect("delete");
+        assert_eq!(u.of("small"), Counts { bytes: 22, keys: 1 });
+        // A transaction is judged as one step: two puts that fit together, then two that
+        // do not, which store neither.
+        let (v8, v40) = (Bytes::from_static(&[0; 8]), Bytes::from_static(&[0; 40]));
+        let op = |key, value| {
+            TxnOp::Write(WriteOp::Put {
+                bucket: "u",
+                key,
+                content_type: b"",
+                value,
+                expires_at: None,
+                cond: &Cond::NONE,
+                owner: "small",
+            })
+        };
+        let fits = [op("t1", &v8), op("t2", &v8)];
+        let txn = Txn {
+            compares: &[],
+            then: &fits,
+            otherwise: &[],
+        };
+        block_on(s.txn(&txn)).expect("fits");
+        assert_eq!(
+            u.of("small"),
+            Counts {
+                bytes: 22 + 2 * 11,
+                keys: 3
+            }
+        );
+        let too_much = [op("t1", &v40), op("t3", &v8)];
+        let txn = Txn {
+            compares: &[],
+            then: &too_much,
+            otherwise: &[],
+        };
+        let err = block_on(s.txn(&txn)).expect_err("over");
+        assert_eq!(err.kind(), ErrorKind::Quota);
+        assert_eq!(get(s, "u", "t1").map(|r| r.value.len()), Some(8));
+        assert_eq!(get(s, "u", "t3"), None);
+        // Expiry: the sweeper's delete gives the room back.
+        del(s, "u", "t2", &Cond::NONE).expect("delete");
+        put_as("small", "e", &[0; 4], Some(1)).expect("expiring");
+        let expired = s.expired(now_secs() + 10, 10).expect("expired");
+        let e = expired.iter().find(|e| e.key == "e").expect("listed");
+        let sweep = [WriteOp::Delete {
+            bucket: "u",
+            key: "e",
+            cond: &Cond {
+                if_match: Some(IfMatch::Versions(vec![e.revision])),
+                if_none_match: None,
+            },
+            expire: true,
+        }];
+        let _ = block_on(s.write(&sweep));
+        let (t1, a) = (1 + 2 + 8, 1 + 1 + 20);
+        assert_eq!(
+            u.of("small"),
+            Counts {
+                bytes: t1 + a,
+                keys: 2
+            }
+        );
+    }
+
     pub(super) fn transactions_are_one_step(s: &dyn Storage) {
         put(s, "tx", "a", b"", b"1", &Cond::NONE).expect("put");
         let a = get(s, "tx", "a").expect("a").revision;
@@ -470,6 +605,7 @@ mod cases {
                 value: &two,
                 expires_at: None,
                 cond: &Cond::NONE,
+                owner: "default",
             }),
             TxnOp::Get {
                 bucket: "tx",
@@ -488,6 +624,7 @@ mod cases {
                 value: &two,
                 expires_at: None,
                 cond: &Cond::NONE,
+                owner: "default",
             }),
         ];
         let otherwise = [TxnOp::Get {
@@ -611,5 +748,6 @@ suite! {
         expired_records_are_invisible_then_swept,
         transactions_are_one_step,
         feed_and_scan_follow_the_writes,
+        usage_follows_every_write_and_quotas_store_nothing,
     ]
 }

@@ -34,6 +34,7 @@ use bytes::{Bytes, BytesMut};
 
 use self::commit::Committer;
 use self::record::{Body, Sizing};
+use super::usage::{self, Usage};
 use super::{
     ErrorKind, Expiring, Feed, ListOpts, ListRange, Locked, Page, Read, Record, Scanned, StoreCall,
     StoreError, Txn, TxnOutcome, WriteOp, Written, check_step, clock_floor, compose, events_of,
@@ -60,6 +61,8 @@ pub struct SledStore {
     writer: Mutex<Writer>,
     sizing: Sizing,
     segment_size: usize,
+    /// Per-tenant usage, when tracked (rebuilt from the records at open).
+    usage: Option<Arc<Usage>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -153,6 +156,7 @@ impl SledStore {
         cfg: &StorageCfg,
         history: usize,
         metrics: Arc<Metrics>,
+        usage: Option<Arc<Usage>>,
     ) -> Result<SledStore, String> {
         let path = &cfg.path;
         let shown = path.display();
@@ -210,6 +214,9 @@ impl SledStore {
         files.feed.restart_at(writer.last);
         migrate_v1(&db, &sizing).map_err(|e| boot("record format upgrade", e))?;
         files.sync(&db).map_err(|e| boot("first flush", e))?;
+        if let Some(usage) = &usage {
+            count_usage(&db, usage).map_err(|e| boot("tenant usage", e))?;
+        }
         let flusher_db = db.clone();
         let flusher_files = Arc::clone(&files);
         let period = match cfg.durability {
@@ -229,6 +236,7 @@ impl SledStore {
             writer: Mutex::new(writer),
             sizing,
             segment_size,
+            usage,
         })
     }
 
@@ -350,23 +358,39 @@ impl SledStore {
         let mut keys = Vec::with_capacity(ops.len());
         let mut olds = Vec::with_capacity(ops.len());
         let mut existed = Written::new(0);
+        let mut deltas = usage::Deltas::default();
         for (i, op) in ops.iter().enumerate() {
             let (bucket, key) = op.bucket_key();
             let k = compose(bucket, key);
-            let old = self
+            let raw = self
                 .db
                 .get(&k)
-                .map_err(|e| from_sled("store read failed", e))?
-                .map(|rec| record::decode(&rec))
-                .transpose()?;
+                .map_err(|e| from_sled("store read failed", e))?;
+            let old = raw.as_deref().map(record::decode).transpose()?;
             if judged(op, old.as_ref().map(|h| (h.revision, h.expires_at)), now)?.is_some() {
                 existed.set_existed(i);
+            }
+            if self.usage.is_some() {
+                // A put replaces whatever is stored (expired or not); a delete removes a live
+                // record, or an expired one when it is the sweeper's.
+                let is_put = matches!(op, WriteOp::Put { .. });
+                if let (Some(h), Some(rec)) = (&old, &raw)
+                    && (is_put || existed.existed(i))
+                {
+                    deltas.add(h.owner(rec), usage::size_of(bucket, key, h.value_len()), -1);
+                }
+                if let WriteOp::Put { owner, value, .. } = *op {
+                    deltas.add(owner, usage::size_of(bucket, key, value.len() as u64), 1);
+                }
             }
             keys.push(k);
             olds.push(old);
         }
         if !existed.changed(ops) {
             return Ok((Written::new(w.last), false));
+        }
+        if let Some(usage) = &self.usage {
+            usage.check(&deltas)?;
         }
         let revision = self.next_revision(w)?;
         let mut written = Written::new(revision);
@@ -400,15 +424,17 @@ impl SledStore {
                 content_type,
                 value,
                 expires_at,
+                owner,
                 ..
             } = *op
             {
                 if let Some(at) = expires_at {
                     items.push((record::ttl_key(at, &k), Some(sled::IVec::default())));
                 }
-                let head = record::head_len(content_type, expires_at);
+                let owner = record::stored_owner(owner);
+                let head = record::head_len(content_type, expires_at, owner);
                 let rec = if self.sizing.inline(k.len(), head, value.len()) {
-                    record::encode(revision, content_type, expires_at, value, None)
+                    record::encode(revision, content_type, expires_at, owner, value, None)
                 } else {
                     let mut count = 0u32;
                     for piece in value.chunks(self.sizing.chunk_bytes) {
@@ -420,6 +446,7 @@ impl SledStore {
                         revision,
                         content_type,
                         expires_at,
+                        owner,
                         value,
                         Some((slot, count)),
                     )
@@ -442,6 +469,9 @@ impl SledStore {
             return Err(e);
         }
         w.last = revision;
+        if let Some(usage) = &self.usage {
+            usage.commit(deltas);
+        }
         self.files.feed.append(events_of(ops, &written));
         self.files.applied.fetch_max(revision, Ordering::AcqRel);
         if !self.sync {
@@ -584,7 +614,7 @@ fn migrate_v1(db: &sled::Db, sizing: &Sizing) -> Result<(), StoreError> {
             continue;
         };
         let content_type = &rec[head.content_type.clone()];
-        let head_len = record::head_len(content_type, None);
+        let head_len = record::head_len(content_type, None, None);
         if sizing.inline(k.len(), head_len, body.len()) {
             continue; // small v1 records are read as they are
         }
@@ -595,7 +625,14 @@ fn migrate_v1(db: &sled::Db, sizing: &Sizing) -> Result<(), StoreError> {
             batch.insert(&record::chunk_key(head.revision, 0, count)[..], piece);
             count += 1;
         }
-        let new = record::encode(head.revision, content_type, None, value, Some((0, count)));
+        let new = record::encode(
+            head.revision,
+            content_type,
+            None,
+            None,
+            value,
+            Some((0, count)),
+        );
         batch.insert(k, new);
         db.apply_batch(batch).map_err(err)?;
         rewritten += 1;
@@ -605,6 +642,28 @@ fn migrate_v1(db: &sled::Db, sizing: &Sizing) -> Result<(), StoreError> {
     if rewritten > 0 {
         tracing::info!(records = rewritten, "large v1 records rewritten in chunks");
     }
+    Ok(())
+}
+
+/// Rebuilds every tenant's usage from the records: one pass over them at open.
+fn count_usage(db: &sled::Db, usage: &Usage) -> Result<(), StoreError> {
+    let err = |e| from_sled("store read failed", e);
+    usage.clear();
+    let mut deltas = usage::Deltas::default();
+    let mut pending = 0usize;
+    for item in db.range::<&[u8], _>((Bound::Included(record::RECORDS_START), Bound::Unbounded)) {
+        let (k, rec) = item.map_err(err)?;
+        let head = record::decode(&rec)?;
+        // bucket + key: the engine key less its `/`.
+        let size = (k.len() as u64).saturating_sub(1) + head.value_len();
+        deltas.add(head.owner(&rec), size, 1);
+        pending += 1;
+        if pending == 4096 {
+            usage.commit(std::mem::take(&mut deltas));
+            pending = 0;
+        }
+    }
+    usage.commit(deltas);
     Ok(())
 }
 
@@ -804,6 +863,10 @@ impl super::Storage for SledStore {
         if let Err(e) = self.files.sync(&self.db) {
             tracing::debug!(cause = %e, "store still down");
         }
+    }
+
+    fn usage(&self) -> Option<&Usage> {
+        self.usage.as_deref()
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {

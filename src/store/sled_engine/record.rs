@@ -10,8 +10,10 @@
 //!
 //! Records, v1 (before the format tag; first byte 0x00 since versions stay below 2^56):
 //! `version u64 | ct_len u16 | ct | bytes`.
-//! Records, v2: `0x01 | flags u8 | revision u64 | [expires_at u64] | ct_len u16 | ct | body`,
-//! where the body is the value (inline) or, with `CHUNKED`, `slot u16 | count u32 | len u64`.
+//! Records, v2: `0x01 | flags u8 | revision u64 | [expires_at u64] | [owner_len u8 | owner] |
+//! ct_len u16 | ct | body`, where the body is the value (inline) or, with `CHUNKED`,
+//! `slot u16 | count u32 | len u64`. The owner (flag `OWNER`) is the tenant the record counts
+//! for; a record without one belongs to `default` (every record written before tenants).
 //! All integers big-endian.
 
 use std::ops::Range;
@@ -22,6 +24,7 @@ use super::super::StoreError;
 pub(super) const TAG_V2: u8 = 0x01;
 const FLAG_EXPIRES: u8 = 0x01;
 const FLAG_CHUNKED: u8 = 0x02;
+const FLAG_OWNER: u8 = 0x04;
 
 pub(super) const CHUNK_PREFIX: u8 = 0x01;
 pub(super) const TTL_PREFIX: u8 = 0x02;
@@ -49,8 +52,31 @@ pub(super) enum Body {
 pub(super) struct Head {
     pub revision: u64,
     pub expires_at: Option<u64>,
+    /// The owner's bytes; `None` = `default`.
+    pub owner: Option<Range<usize>>,
     pub content_type: Range<usize>,
     pub body: Body,
+}
+
+impl Head {
+    /// The tenant the record counts for.
+    pub(super) fn owner<'r>(&self, rec: &'r [u8]) -> &'r str {
+        match &self.owner {
+            None => crate::config::DEFAULT_TENANT,
+            Some(r) => rec
+                .get(r.clone())
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or(crate::config::DEFAULT_TENANT),
+        }
+    }
+
+    /// The value's length in bytes.
+    pub(super) fn value_len(&self) -> u64 {
+        match &self.body {
+            Body::Inline(r) => r.len() as u64,
+            Body::Chunked { len, .. } => *len,
+        }
+    }
 }
 
 fn corrupt() -> StoreError {
@@ -91,6 +117,7 @@ pub(super) fn decode(rec: &[u8]) -> Result<Head, StoreError> {
             Ok(Head {
                 revision,
                 expires_at: None,
+                owner: None,
                 body: Body::Inline(ct.end..rec.len()),
                 content_type: ct,
             })
@@ -102,6 +129,17 @@ pub(super) fn decode(rec: &[u8]) -> Result<Head, StoreError> {
             let expires_at = if flags & FLAG_EXPIRES != 0 {
                 at += 8;
                 Some(u64_at(rec, 10)?)
+            } else {
+                None
+            };
+            let owner = if flags & FLAG_OWNER != 0 {
+                let len = usize::from(*rec.get(at).ok_or_else(corrupt)?);
+                let r = at + 1..at + 1 + len;
+                if rec.len() < r.end {
+                    return Err(corrupt());
+                }
+                at = r.end;
+                Some(r)
             } else {
                 None
             };
@@ -126,6 +164,7 @@ pub(super) fn decode(rec: &[u8]) -> Result<Head, StoreError> {
             Ok(Head {
                 revision,
                 expires_at,
+                owner,
                 content_type: ct,
                 body,
             })
@@ -135,8 +174,18 @@ pub(super) fn decode(rec: &[u8]) -> Result<Head, StoreError> {
 }
 
 /// Length of a v2 record head before its body.
-pub(super) fn head_len(content_type: &[u8], expires_at: Option<u64>) -> usize {
-    2 + 8 + if expires_at.is_some() { 8 } else { 0 } + 2 + content_type.len()
+pub(super) fn head_len(content_type: &[u8], expires_at: Option<u64>, owner: Option<&str>) -> usize {
+    2 + 8
+        + if expires_at.is_some() { 8 } else { 0 }
+        + owner.map_or(0, |o| 1 + o.len())
+        + 2
+        + content_type.len()
+}
+
+/// How a record names its owner: nothing for `default`, else the name (at most 63 bytes, or
+/// empty for system records).
+pub(super) fn stored_owner(owner: &str) -> Option<&str> {
+    (owner != crate::config::DEFAULT_TENANT).then_some(owner)
 }
 
 /// Encodes a v2 record. `chunked` = `(slot, count)`: the value is in chunks, not inline.
@@ -145,12 +194,18 @@ pub(super) fn encode(
     revision: u64,
     content_type: &[u8],
     expires_at: Option<u64>,
+    owner: Option<&str>,
     value: &[u8],
     chunked: Option<(u16, u32)>,
 ) -> Vec<u8> {
     let body_len = if chunked.is_some() { 14 } else { value.len() };
-    let mut rec = Vec::with_capacity(head_len(content_type, expires_at) + body_len);
+    let mut rec = Vec::with_capacity(head_len(content_type, expires_at, owner) + body_len);
     let mut flags = 0;
+    // Tenant names are at most 63 bytes (checked where tokens are minted and parsed).
+    let owner = owner.map(|o| &o.as_bytes()[..o.len().min(255)]);
+    if owner.is_some() {
+        flags |= FLAG_OWNER;
+    }
     if expires_at.is_some() {
         flags |= FLAG_EXPIRES;
     }
@@ -162,6 +217,10 @@ pub(super) fn encode(
     rec.extend_from_slice(&revision.to_be_bytes());
     if let Some(t) = expires_at {
         rec.extend_from_slice(&t.to_be_bytes());
+    }
+    if let Some(o) = owner {
+        rec.push(o.len() as u8);
+        rec.extend_from_slice(o);
     }
     let ct_len = u16::try_from(content_type.len()).expect("content type length checked");
     rec.extend_from_slice(&ct_len.to_be_bytes());
@@ -252,7 +311,7 @@ mod tests {
 
     #[test]
     fn v2_records_round_trip_and_v1_records_still_decode() {
-        let rec = encode(7, b"text/plain", None, &[0, 1, 255], None);
+        let rec = encode(7, b"text/plain", None, None, &[0, 1, 255], None);
         assert_eq!(rec[0], TAG_V2);
         let h = decode(&rec).expect("decodes");
         assert_eq!(h.revision, 7);
@@ -260,9 +319,24 @@ mod tests {
         assert_eq!(h.body, Body::Inline(rec.len() - 3..rec.len()));
         assert!(decode(&rec[..9]).is_err());
 
-        let rec = encode(8, b"", Some(1_800_000_000), &[9; 5000], Some((3, 2)));
+        let rec = encode(
+            8,
+            b"",
+            Some(1_800_000_000),
+            Some("acme"),
+            &[9; 5000],
+            Some((3, 2)),
+        );
         let h = decode(&rec).expect("decodes");
         assert_eq!(h.expires_at, Some(1_800_000_000));
+        assert_eq!(h.owner(&rec), "acme");
+        assert_eq!(h.value_len(), 5000);
+        let system = encode(9, b"x", None, Some(""), b"v", None);
+        let sh = decode(&system).expect("decodes");
+        assert_eq!(
+            (sh.owner(&system), &system[sh.content_type.clone()]),
+            ("", &b"x"[..])
+        );
         assert_eq!(
             h.body,
             Body::Chunked {
@@ -290,7 +364,7 @@ mod tests {
             let s = Sizing::for_segment(segment);
             let threshold = segment / 4 - 20 - 32;
             let longest_record_key = 63 + 1 + 1024;
-            let longest_head = head_len(&[0; 1024], Some(0)) + 14;
+            let longest_head = head_len(&[0; 1024], Some(0), Some(&"t".repeat(63))) + 14;
             assert!(s.chunk_bytes + CHUNK_KEY_LEN + ITEM_OVERHEAD <= s.item_budget + ITEM_OVERHEAD);
             assert!(
                 longest_record_key + longest_head <= s.item_budget,

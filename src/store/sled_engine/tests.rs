@@ -19,7 +19,7 @@ fn cfg(path: &Path, durability: Durability) -> StorageCfg {
 }
 
 fn open(path: &Path) -> SledStore {
-    SledStore::open(&cfg(path, Durability::Sync), 1000, metrics()).expect("store opens")
+    SledStore::open(&cfg(path, Durability::Sync), 1000, metrics(), None).expect("store opens")
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -37,6 +37,7 @@ fn put(s: &SledStore, key: &str, v: &[u8]) -> u64 {
         &Bytes::copy_from_slice(v),
         None,
         &Cond::NONE,
+        "default",
     )) {
         Ok(PutOutcome::Created(r) | PutOutcome::Replaced(r)) => r,
         Err(e) => panic!("put {key}: {e}"),
@@ -149,13 +150,14 @@ fn missing_parent_and_locked_dir_are_refused_with_the_path() {
         &cfg(&dir.path().join("no/such/parent/db"), Durability::Sync),
         1000,
         metrics(),
+        None,
     )
     .expect_err("missing parent");
     assert!(err.contains("no/such/parent"), "{err}");
     assert!(!err.contains('\n'));
     let path = dir.path().join("db");
     let first = open(&path);
-    let err = SledStore::open(&cfg(&path, Durability::Sync), 1000, metrics())
+    let err = SledStore::open(&cfg(&path, Durability::Sync), 1000, metrics(), None)
         .expect_err("the directory is locked");
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
     assert!(!err.contains('\n'));
@@ -198,7 +200,7 @@ fn a_torn_conf_or_snapshot_is_repaired_on_reopen() {
     ];
     for (what, damage) in damages {
         damage(&path);
-        let s = SledStore::open(&cfg(&path, Durability::Sync), 1000, metrics())
+        let s = SledStore::open(&cfg(&path, Durability::Sync), 1000, metrics(), None)
             .unwrap_or_else(|e| panic!("{what}: store did not reopen: {e}"));
         assert_eq!(&get(&s, "small").expect(what).value[..], b"v", "{what}");
         assert!(get(&s, "big").expect(what).value[..] == big[..], "{what}");
@@ -316,7 +318,8 @@ fn revisions_are_never_reused_after_lost_writes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("db");
     let before = dir.path().join("before");
-    let s = SledStore::open(&cfg(&path, Durability::Periodic), 1000, metrics()).expect("open");
+    let s =
+        SledStore::open(&cfg(&path, Durability::Periodic), 1000, metrics(), None).expect("open");
     // What a power loss right after the open would leave: the open made its state durable.
     power_loss_copy(&path, &before);
     let lost: Vec<u64> = (0..500)
@@ -441,4 +444,40 @@ fn our_conf_is_the_one_sled_writes() {
         std::fs::read(path.join("conf")).expect("conf"),
         dir::conf_bytes(NEW_SEGMENT)
     );
+}
+
+#[test]
+fn tenant_usage_is_rebuilt_from_the_records_when_the_store_reopens() {
+    use crate::store::usage::{Counts, Limits, Usage};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("db");
+    let tracked = || Some(Usage::with_limits(Limits::default(), &[]));
+    let s =
+        SledStore::open(&cfg(&path, Durability::Sync), 1000, metrics(), tracked()).expect("opens");
+    let put_as = |s: &SledStore, owner: &str, key: &str, len: usize| {
+        let v = Bytes::from(vec![7u8; len]);
+        block_on(s.put("b", key, b"", &v, None, &Cond::NONE, owner)).expect("put");
+    };
+    put_as(&s, "acme", "one", 10);
+    put_as(&s, "acme", "big", 200_000); // chunked
+    put_as(&s, "default", "two", 5);
+    put_as(&s, crate::store::usage::SYSTEM, "sys", 5);
+    put_as(&s, "zeta", "one", 1); // takes "one" over from acme
+    let want = |u: &Usage| {
+        assert_eq!(
+            u.of("acme"),
+            Counts {
+                bytes: 1 + 3 + 200_000,
+                keys: 1
+            }
+        );
+        assert_eq!(u.of("zeta"), Counts { bytes: 5, keys: 1 });
+        assert_eq!(u.of("default"), Counts { bytes: 9, keys: 1 });
+        assert_eq!(u.all().len(), 3, "system records count for nobody");
+    };
+    want(s.usage().expect("tracked"));
+    drop(s);
+    let s = SledStore::open(&cfg(&path, Durability::Sync), 1000, metrics(), tracked())
+        .expect("reopens");
+    want(s.usage().expect("tracked"));
 }

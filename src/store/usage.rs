@@ -1,0 +1,207 @@
+//! Per-tenant storage usage and its quotas (docs/SECURITY.md, "Tenants and quotas").
+//!
+//! Every record has an owner: the tenant whose write stored it (`default` with auth off). A
+//! tenant's usage is the keys it owns and their bytes (bucket + key + value). Engines keep it
+//! exact by judging each write step under their writer lock: the step's [`Deltas`] are checked
+//! against the limits before anything is written (over a limit → [`ErrorKind::Quota`],
+//! nothing stored) and added once the step is applied. Usage is never stored apart from the
+//! records: an engine rebuilds it from its records when it opens, so after a restart or a
+//! crash it is exactly what the surviving records add up to. System records (owner
+//! [`SYSTEM`]) count for nobody.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::{ErrorKind, StoreError};
+use crate::config::{Config, DEFAULT_TENANT};
+
+/// The owner of records no tenant pays for (revocations).
+pub const SYSTEM: &str = "";
+
+/// Keys and bytes a tenant owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub bytes: u64,
+    pub keys: u64,
+}
+
+/// The storage limits of one tenant; `None` = unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_bytes: Option<u64>,
+    pub max_keys: Option<u64>,
+}
+
+/// The bytes a record counts for.
+pub fn size_of(bucket: &str, key: &str, value_len: u64) -> u64 {
+    (bucket.len() + key.len()) as u64 + value_len
+}
+
+/// What one write step changes, per owner: `(owner, bytes, keys)`, summed.
+#[derive(Debug, Default)]
+pub struct Deltas {
+    v: Vec<(Box<str>, i64, i64)>,
+}
+
+impl Deltas {
+    /// `owner` gains (or, with `sign` -1, loses) one record of `bytes` bytes.
+    pub fn add(&mut self, owner: &str, bytes: u64, sign: i64) {
+        if owner == SYSTEM {
+            return;
+        }
+        let b = i64::try_from(bytes).unwrap_or(i64::MAX) * sign;
+        match self.v.iter_mut().find(|(o, ..)| &**o == owner) {
+            Some(e) => {
+                e.1 += b;
+                e.2 += sign;
+            }
+            None => self.v.push((owner.into(), b, sign)),
+        }
+    }
+}
+
+/// The usage of every tenant that owns something, and the limits to hold them to.
+#[derive(Debug)]
+pub struct Usage {
+    limits: HashMap<String, Limits>,
+    fallback: Limits,
+    counts: Mutex<HashMap<Box<str>, Counts>>,
+}
+
+impl Usage {
+    /// The usage tracker the configuration asks for: `None` when auth is off and no tenant
+    /// has limits (then everything is `default`, unlimited, and engines skip the accounting).
+    pub fn from_config(cfg: &Config) -> Option<Arc<Usage>> {
+        let tracked = cfg.auth.mode == crate::config::AuthMode::On || !cfg.tenants.is_empty();
+        tracked.then(|| {
+            let limits = |t: &crate::config::TenantCfg| Limits {
+                max_bytes: t.max_bytes,
+                max_keys: t.max_keys,
+            };
+            Arc::new(Usage {
+                limits: cfg
+                    .tenants
+                    .iter()
+                    .map(|(id, t)| (id.clone(), limits(t)))
+                    .collect(),
+                fallback: cfg
+                    .tenants
+                    .get(DEFAULT_TENANT)
+                    .map(limits)
+                    .unwrap_or_default(),
+                counts: Mutex::new(HashMap::new()),
+            })
+        })
+    }
+
+    /// A tracker with these limits per tenant, and `fallback` for the others.
+    pub fn with_limits(fallback: Limits, tenants: &[(&str, Limits)]) -> Arc<Usage> {
+        Arc::new(Usage {
+            limits: tenants.iter().map(|(t, l)| ((*t).to_owned(), *l)).collect(),
+            fallback,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn limits_of(&self, tenant: &str) -> Limits {
+        self.limits.get(tenant).copied().unwrap_or(self.fallback)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<Box<str>, Counts>>, StoreError> {
+        self.counts
+            .lock()
+            .map_err(|_| StoreError::internal("usage lock poisoned"))
+    }
+
+    /// Refuses a step that would take a tenant past a limit. Only growth is judged: a step
+    /// that shrinks a tenant already over its limit (limits lowered) goes through.
+    pub fn check(&self, deltas: &Deltas) -> Result<(), StoreError> {
+        let counts = self.lock()?;
+        for (owner, bytes, keys) in &deltas.v {
+            let now = counts.get(owner).copied().unwrap_or_default();
+            let limits = self.limits_of(owner);
+            let over = |used: u64, delta: i64, max: Option<u64>| {
+                delta > 0 && max.is_some_and(|m| used.saturating_add(delta.unsigned_abs()) > m)
+            };
+            if over(now.bytes, *bytes, limits.max_bytes) || over(now.keys, *keys, limits.max_keys) {
+                return Err(StoreError::new(
+                    ErrorKind::Quota,
+                    "the write would take its tenant past a storage quota",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an applied step's changes.
+    pub fn commit(&self, deltas: Deltas) {
+        let Ok(mut counts) = self.lock() else { return };
+        for (owner, bytes, keys) in deltas.v {
+            let c = counts.entry(owner).or_default();
+            c.bytes = c.bytes.saturating_add_signed(bytes);
+            c.keys = c.keys.saturating_add_signed(keys);
+        }
+    }
+
+    /// Forgets every count (before an engine rebuilds them from its records).
+    pub fn clear(&self) {
+        if let Ok(mut counts) = self.lock() {
+            counts.clear();
+        }
+    }
+
+    /// What `tenant` owns now.
+    pub fn of(&self, tenant: &str) -> Counts {
+        self.lock()
+            .ok()
+            .and_then(|c| c.get(tenant).copied())
+            .unwrap_or_default()
+    }
+
+    /// Every tenant's counts (for metrics).
+    pub fn all(&self) -> Vec<(String, Counts)> {
+        self.lock()
+            .map(|c| c.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The storage limits of `tenant`.
+    pub fn limits(&self, tenant: &str) -> Limits {
+        self.limits_of(tenant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_past_a_limit_is_refused_and_shrinking_is_not() {
+        let u = Usage::with_limits(
+            Limits {
+                max_bytes: Some(100),
+                max_keys: Some(2),
+            },
+            &[],
+        );
+        let mut d = Deltas::default();
+        d.add("a", 60, 1);
+        u.check(&d).expect("fits");
+        u.commit(d);
+        let mut d = Deltas::default();
+        d.add("a", 50, 1);
+        assert_eq!(u.check(&d).map_err(|e| e.kind()), Err(ErrorKind::Quota));
+        // Replacing the 60-byte record with a 90-byte one: -60 +90 = 90 ≤ 100.
+        let mut d = Deltas::default();
+        d.add("a", 60, -1);
+        d.add("a", 90, 1);
+        u.check(&d).expect("a replacement within the limit");
+        u.commit(d);
+        assert_eq!(u.of("a"), Counts { bytes: 90, keys: 1 });
+        let mut d = Deltas::default();
+        d.add(SYSTEM, 1 << 30, 1);
+        u.check(&d).expect("system records count for nobody");
+        u.commit(d);
+        assert_eq!(u.all().len(), 1);
+    }
+}
