@@ -68,6 +68,8 @@ pub struct Entry {
     pub value: Vec<u8>,
     /// Unix seconds after which the key is gone.
     pub expires_at: Option<u64>,
+    /// The tenant the key counts for; `None` = `default`.
+    pub tenant: Option<String>,
 }
 
 impl Entry {
@@ -79,6 +81,7 @@ impl Entry {
             etag: &self.etag,
             value: &self.value,
             expires_at: self.expires_at,
+            tenant: self.tenant.as_deref(),
         }
     }
 }
@@ -93,6 +96,8 @@ pub struct EntryRef<'a> {
     pub etag: &'a str,
     pub value: &'a [u8],
     pub expires_at: Option<u64>,
+    /// `None` = `default`.
+    pub tenant: Option<&'a str>,
 }
 
 /// The last line.
@@ -115,6 +120,8 @@ struct EntryLine<'a> {
     value: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +133,8 @@ struct EntryIn {
     value: String,
     #[serde(default)]
     expires_at: Option<u64>,
+    #[serde(default)]
+    tenant: Option<String>,
 }
 
 /// Writes a snapshot line by line. Created with the header (so it always comes first) and
@@ -159,6 +168,7 @@ impl Writer {
             etag: e.etag,
             value: BASE64.encode(e.value),
             expires_at: e.expires_at,
+            tenant: e.tenant,
         };
         self.line(&line, out);
         self.count += 1;
@@ -374,6 +384,13 @@ impl<R: BufRead> Reader<R> {
         if e.bucket.is_empty() || e.key.is_empty() {
             return Err(bad("bucket and key must not be empty".to_owned()));
         }
+        if let Some(t) = &e.tenant
+            && !crate::config::valid_tenant(t)
+        {
+            return Err(bad(format!(
+                "tenant {t:?} is not 1-63 characters of [a-z0-9._-]"
+            )));
+        }
         self.keys += 1;
         Ok(Some(Record::Entry(Entry {
             bucket: e.bucket,
@@ -382,6 +399,7 @@ impl<R: BufRead> Reader<R> {
             etag: e.etag,
             value,
             expires_at: e.expires_at,
+            tenant: e.tenant,
         })))
     }
 
@@ -455,6 +473,7 @@ mod tests {
             etag: "\"12\"".to_owned(),
             value: value.to_vec(),
             expires_at,
+            tenant: None,
         }
     }
 

@@ -264,6 +264,7 @@ fn row<'a>(
         etag: "\"5\"",
         value,
         expires_at,
+        tenant: None,
     }
 }
 

@@ -239,3 +239,56 @@ fn usage_is_exact_after_kill_9_and_restart() {
     let after = (usage(node.addr, &acme), usage(node.addr, &beta));
     assert_eq!(after, before, "usage is rebuilt from what is stored");
 }
+
+#[test]
+fn a_snapshot_carries_owners_so_a_restore_keeps_every_tenants_usage() {
+    let s = setup("[tenants.default]\nmax_keys = 1000\n");
+    let server = TestServer::start(&s.env());
+    let (acme, beta, admin) = (s.token("acme"), s.token("beta"), s.token("ops"));
+    for (i, who) in [&acme, &acme, &beta].iter().enumerate() {
+        let r = call(
+            server.addr,
+            who,
+            "PUT",
+            &format!("/v1/kv/b/k{i}"),
+            Some(b"12345"),
+        );
+        assert_eq!(r.status, 201);
+    }
+    let gone = s.token("gone");
+    let body = serde_json::json!({ "token": gone }).to_string();
+    let r = call(
+        server.addr,
+        &admin,
+        "POST",
+        "/v1/auth/revoke",
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = (usage(server.addr, &acme), usage(server.addr, &beta));
+    let default_before = usage(server.addr, &s.token("default"));
+    let file = s.data().join("snap.ndjson").display().to_string();
+    let url = format!("http://{}", server.addr);
+    let (code, out, err) = support::run_binary(
+        &["snapshot", "save", &file, "--url", &url, "--token", &admin],
+        &[],
+        s.data(),
+    );
+    assert_eq!(code, 0, "save: {out} {err}");
+    let text = std::fs::read_to_string(&file).expect("snapshot");
+    assert!(text.contains("\"tenant\":\"acme\""), "{text}");
+    let restored = s.data().join("restored").display().to_string();
+    let (code, out, err) = support::run_binary(
+        &["snapshot", "restore", &file],
+        &[("MICRONODE_STORAGE_PATH", restored.as_str())],
+        s.data(),
+    );
+    assert_eq!(code, 0, "restore: {out} {err}");
+    let mut env = s.env();
+    env.push(("MICRONODE_STORAGE_PATH", restored.as_str()));
+    let again = TestServer::start(&env);
+    assert_eq!((usage(again.addr, &acme), usage(again.addr, &beta)), before);
+    // The revocation came back too, and counts for no tenant.
+    assert_eq!(usage(again.addr, &s.token("default")), default_before);
+    call(again.addr, &gone, "GET", "/v1/kv/b/k0", None).assert_error(401, "auth", false);
+}

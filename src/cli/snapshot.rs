@@ -300,6 +300,12 @@ fn check_names(path: &Path) -> Result<u64, Failure> {
     let now = now_unix();
     let mut live = 0;
     while let Some(rec) = r.next_record().map_err(at)? {
+        // A revocation is written back like a key, so it is counted like one.
+        if let Record::System(map) = &rec
+            && revocation_entry(map).is_some()
+        {
+            live += 1;
+        }
         if let Record::Entry(e) = rec {
             if let Some(problem) = entry_problem(&e) {
                 return Err(Failure::new(format!(
@@ -393,6 +399,8 @@ fn revocation_entry(map: &serde_json::Map<String, serde_json::Value>) -> Option<
         etag: String::new(),
         value: when.to_string().into_bytes(),
         expires_at: None,
+        // The node's own record: it counts for no tenant.
+        tenant: Some(micronode::store::usage::SYSTEM.to_owned()),
     })
 }
 
@@ -410,8 +418,11 @@ async fn write_step(
             value: &p.value,
             expires_at: p.entry.expires_at,
             cond: &Cond::NONE,
-            // Snapshots do not carry owners yet: restored records count for `default`.
-            owner: micronode::config::DEFAULT_TENANT,
+            owner: p
+                .entry
+                .tenant
+                .as_deref()
+                .unwrap_or(micronode::config::DEFAULT_TENANT),
         })
         .collect();
     let written = store

@@ -150,6 +150,7 @@ impl Sink for Lines {
                 etag: &etag,
                 value: &item.record.value,
                 expires_at: item.record.expires_at,
+                tenant: item.owner.as_deref(),
             },
             &mut self.buf,
         );

@@ -34,6 +34,8 @@ pub struct Item {
     pub bucket: String,
     pub key: String,
     pub record: Record,
+    /// The tenant the record counts for; `None` = `default`.
+    pub owner: Option<String>,
 }
 
 /// Where a dump is in its run.
@@ -107,7 +109,10 @@ fn write_entry(w: &mut impl Write, engine_key: &[u8], item: &Item) -> std::io::R
     put_bytes(w, &item.record.content_type)?;
     put_bytes(w, &item.record.value)?;
     w.write_all(&item.record.revision.to_le_bytes())?;
-    w.write_all(&item.record.expires_at.unwrap_or(0).to_le_bytes())
+    w.write_all(&item.record.expires_at.unwrap_or(0).to_le_bytes())?;
+    // A flag byte, then the owner: `Some("")` (system records) differs from `None`.
+    w.write_all(&[u8::from(item.owner.is_some())])?;
+    put_bytes(w, item.owner.as_deref().unwrap_or("").as_bytes())
 }
 
 /// The next spooled entry, `None` at the end.
@@ -124,6 +129,10 @@ fn read_entry(r: &mut impl Read) -> std::io::Result<Option<(Vec<u8>, Item)>> {
     let value = Bytes::from(get_bytes(r)?);
     let revision = get_u64(r)?;
     let expires_at = Some(get_u64(r)?).filter(|&at| at != 0);
+    let mut flag = [0u8; 1];
+    r.read_exact(&mut flag)?;
+    let owner = text(get_bytes(r)?)?;
+    let owner = (flag[0] != 0).then_some(owner);
     let record = Record {
         value,
         content_type,
@@ -136,6 +145,7 @@ fn read_entry(r: &mut impl Read) -> std::io::Result<Option<(Vec<u8>, Item)>> {
             bucket,
             key,
             record,
+            owner,
         },
     )))
 }
@@ -176,6 +186,7 @@ pub fn dump(
                 bucket: s.bucket,
                 key: s.key,
                 record: s.record,
+                owner: s.owner,
             };
             write_entry(&mut out, &s.engine_key, &item).map_err(DumpError::Spool)?;
         }
@@ -200,6 +211,7 @@ pub fn dump(
                 revision: e.revision,
                 expires_at: e.expires_at,
             },
+            owner: e.owner.map(String::from),
         });
         changed.insert(engine_key, state);
     }

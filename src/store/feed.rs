@@ -53,6 +53,8 @@ pub struct Event {
     pub value: Bytes,
     pub content_type: Bytes,
     pub expires_at: Option<u64>,
+    /// Puts only: the tenant the record counts for, `None` = `default` (snapshots carry it).
+    pub owner: Option<Box<str>>,
 }
 
 impl Event {
@@ -270,6 +272,7 @@ mod tests {
             value: Bytes::from_static(b"v"),
             content_type: Bytes::new(),
             expires_at: None,
+            owner: None,
         }
     }
 

@@ -259,6 +259,7 @@ impl super::Storage for MemStore {
                 bucket,
                 key,
                 record: r.clone(),
+                owner: inner.owners.get(k).map(|o| o.to_string()),
             });
         }
         Ok(out)

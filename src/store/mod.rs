@@ -412,6 +412,8 @@ pub struct Scanned {
     pub bucket: String,
     pub key: String,
     pub record: Record,
+    /// The tenant the record counts for; `None` = `default`.
+    pub owner: Option<String>,
 }
 
 /// An engine's state under its writer lock, as a transaction sees it.
@@ -524,17 +526,19 @@ pub(crate) fn events_of(ops: &[WriteOp<'_>], written: &Written) -> Vec<Event> {
     let mut out = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
         let (bucket, key) = op.bucket_key();
-        let (kind, value, content_type, expires_at) = match *op {
+        let (kind, value, content_type, expires_at, owner) = match *op {
             WriteOp::Put {
                 value,
                 content_type,
                 expires_at,
+                owner,
                 ..
             } => (
                 EventKind::Put,
                 value.clone(),
                 Bytes::copy_from_slice(content_type),
                 expires_at,
+                (owner != crate::config::DEFAULT_TENANT).then(|| owner.into()),
             ),
             WriteOp::Delete { expire, .. } => {
                 if !written.existed(i) {
@@ -545,7 +549,7 @@ pub(crate) fn events_of(ops: &[WriteOp<'_>], written: &Written) -> Vec<Event> {
                 } else {
                     EventKind::Delete
                 };
-                (kind, Bytes::new(), Bytes::new(), None)
+                (kind, Bytes::new(), Bytes::new(), None, None)
             }
         };
         out.push(Event {
@@ -556,6 +560,7 @@ pub(crate) fn events_of(ops: &[WriteOp<'_>], written: &Written) -> Vec<Event> {
             value,
             content_type,
             expires_at,
+            owner,
         });
     }
     out

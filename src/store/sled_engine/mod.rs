@@ -828,11 +828,24 @@ impl super::Storage for SledStore {
                 continue;
             }
             let (bucket, key) = split(&k)?;
+            // The owner, from the record's head (snapshots only: a second lookup).
+            let owner = match self
+                .db
+                .get(&k)
+                .map_err(|e| from_sled("store read failed", e))?
+            {
+                Some(rec) => {
+                    let head = record::decode(&rec)?;
+                    record::stored_owner(head.owner(&rec)).map(str::to_owned)
+                }
+                None => None,
+            };
             out.push(Scanned {
                 engine_key: k.to_vec(),
                 bucket,
                 key,
                 record,
+                owner,
             });
         }
         Ok(out)
