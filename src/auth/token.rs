@@ -447,6 +447,41 @@ impl Unverified {
         now: u64,
         leeway_secs: u64,
     ) -> Result<Verified, AuthFailure> {
+        let restriction = self.check(keys, now, leeway_secs)?;
+        Ok(Verified {
+            key_id: self.key_id.clone(),
+            nonce: self.nonce,
+            tenant: self.tenant.clone(),
+            caveats: self.caveats.clone(),
+            restriction,
+        })
+    }
+
+    /// [`Unverified::verify`], consuming the token: what it carries moves into the result
+    /// instead of being copied (the request path's form).
+    pub fn into_verified(
+        self,
+        keys: &KeyRing,
+        now: u64,
+        leeway_secs: u64,
+    ) -> Result<Verified, AuthFailure> {
+        let restriction = self.check(keys, now, leeway_secs)?;
+        Ok(Verified {
+            key_id: self.key_id,
+            nonce: self.nonce,
+            tenant: self.tenant,
+            caveats: self.caveats,
+            restriction,
+        })
+    }
+
+    /// The tag chain, then the time window; the effective restriction.
+    fn check(
+        &self,
+        keys: &KeyRing,
+        now: u64,
+        leeway_secs: u64,
+    ) -> Result<Restriction, AuthFailure> {
         let key = keys.get(&self.key_id).ok_or(AuthFailure::Invalid)?;
         let mut tag = first_tag(key, &self.raw[..self.ident_len]);
         for record in self.caveat_records() {
@@ -459,13 +494,7 @@ impl Unverified {
         if !restriction.in_window(now, leeway_secs) {
             return Err(AuthFailure::Expired);
         }
-        Ok(Verified {
-            key_id: self.key_id.clone(),
-            nonce: self.nonce,
-            tenant: self.tenant.clone(),
-            caveats: self.caveats.clone(),
-            restriction,
-        })
+        Ok(restriction)
     }
 
     /// The key id the token claims (not yet checked).

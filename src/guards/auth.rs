@@ -70,7 +70,7 @@ pub fn check(
     let token = Unverified::parse(raw).map_err(|_| fail(metrics, AuthResult::Invalid))?;
     let leeway_secs = leeway_ms.div_ceil(1000);
     let verified = token
-        .verify(&state.keys(), now_unix(), leeway_secs)
+        .into_verified(&state.keys(), now_unix(), leeway_secs)
         .map_err(|f| {
             fail(
                 metrics,
