@@ -28,6 +28,11 @@
 //!   from the line before. A complete last line that does not parse is an error naming the
 //!   file and line: the log is not reopened on top of damage.
 //!
+//! - **Group commit**: [`Trail`] wraps a log with a committer thread. Callers append, then wait
+//!   for [`Trail::durable`]; the committer syncs everything appended so far whenever someone
+//!   waits, so concurrent waiters share one `fdatasync`. With [`SyncPolicy::Every`] it syncs on
+//!   a period instead and nobody waits.
+//!
 //! This module knows nothing of HTTP, engines or configuration: the caller passes the path and
 //! the rotation size.
 
