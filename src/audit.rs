@@ -409,6 +409,9 @@ struct Shared {
     /// Highest `seq` whose line is in the log's buffer.
     appended: AtomicU64,
     broken: AtomicBool,
+    /// A caller waits for a sync not yet begun. Set without the lock; only the caller that
+    /// turns it on takes the lock to wake the committer, so a burst of waiters costs one wakeup.
+    wanted: AtomicBool,
     asks: Mutex<Asks>,
     wake: Condvar,
     progress: tokio::sync::watch::Sender<Progress>,
@@ -416,8 +419,6 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Asks {
-    /// A caller waits for a sync.
-    wanted: bool,
     stop: bool,
 }
 
@@ -429,6 +430,7 @@ impl Trail {
         let shared = Arc::new(Shared {
             appended: AtomicU64::new(0),
             broken: AtomicBool::new(false),
+            wanted: AtomicBool::new(false),
             asks: Mutex::new(Asks::default()),
             wake: Condvar::new(),
             progress: tx,
@@ -471,10 +473,12 @@ impl Trail {
 
     /// Asks for a sync without waiting for it.
     pub fn kick(&self) {
-        if let Ok(mut asks) = self.shared.asks.lock() {
-            asks.wanted = true;
+        if !self.shared.wanted.swap(true, Ordering::AcqRel) {
+            // Taking the lock orders this after the committer's last look at `wanted`: it
+            // either sees the flag or is already waiting and gets the notification.
+            drop(self.shared.asks.lock());
+            self.shared.wake.notify_one();
         }
-        self.shared.wake.notify_one();
     }
 
     /// Resolves once the line `seq` (from [`Trail::append`]) is durable; an error when the
@@ -534,8 +538,7 @@ fn commit_loop(log: &AuditLog, shared: &Shared, policy: SyncPolicy) {
                 if asks.stop {
                     break true;
                 }
-                if asks.wanted {
-                    asks.wanted = false;
+                if shared.wanted.swap(false, Ordering::AcqRel) {
                     break false;
                 }
                 asks = match policy {
