@@ -393,15 +393,16 @@ pub enum SyncPolicy {
 pub struct Trail {
     log: Arc<AuditLog>,
     shared: Arc<Shared>,
-    progress: tokio::sync::watch::Receiver<Progress>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// What the committer has done: every line up to `synced` is durable.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the committer has done — every line up to `synced` is durable — and who waits for
+/// more: each waiter is answered once, by the sync that covers its line (no herd of wakeups).
+#[derive(Debug, Default)]
 struct Progress {
     synced: u64,
     broken: bool,
+    waiters: Vec<(u64, tokio::sync::oneshot::Sender<bool>)>,
 }
 
 #[derive(Debug)]
@@ -414,7 +415,7 @@ struct Shared {
     wanted: AtomicBool,
     asks: Mutex<Asks>,
     wake: Condvar,
-    progress: tokio::sync::watch::Sender<Progress>,
+    progress: Mutex<Progress>,
 }
 
 #[derive(Debug, Default)]
@@ -426,14 +427,13 @@ impl Trail {
     /// Starts the committer thread for `log`.
     pub fn start(log: AuditLog, policy: SyncPolicy) -> std::io::Result<Trail> {
         let log = Arc::new(log);
-        let (tx, progress) = tokio::sync::watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             appended: AtomicU64::new(0),
             broken: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
             asks: Mutex::new(Asks::default()),
             wake: Condvar::new(),
-            progress: tx,
+            progress: Mutex::new(Progress::default()),
         });
         let (l, s) = (Arc::clone(&log), Arc::clone(&shared));
         let committer = std::thread::Builder::new()
@@ -442,7 +442,6 @@ impl Trail {
         Ok(Trail {
             log,
             shared,
-            progress,
             committer: Mutex::new(Some(committer)),
         })
     }
@@ -487,15 +486,25 @@ impl Trail {
         &self,
         seq: u64,
     ) -> impl std::future::Future<Output = Result<(), AuditError>> + Send + 'static {
-        self.kick();
-        let mut progress = self.progress.clone();
         let log = Arc::clone(&self.log);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let now = match self.shared.progress.lock() {
+            Ok(p) if p.synced >= seq => Some(true),
+            Ok(p) if p.broken => Some(false),
+            Ok(mut p) => {
+                p.waiters.push((seq, tx));
+                None
+            }
+            Err(_) => Some(false),
+        };
+        if now.is_none() {
+            self.kick();
+        }
         async move {
-            let done = progress
-                .wait_for(|p| p.synced >= seq || p.broken)
-                .await
-                .map(|p| p.synced >= seq)
-                .unwrap_or(false);
+            let done = match now {
+                Some(done) => done,
+                None => rx.await.unwrap_or(false),
+            };
             if done { Ok(()) } else { Err(log.broken()) }
         }
     }
@@ -522,6 +531,32 @@ impl Trail {
 impl Drop for Trail {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+/// Answers the waiters: those whose line is now durable (`Some(synced)`), or all of them with
+/// a failure (`None`: the trail is broken).
+fn answer(shared: &Shared, synced: Option<u64>) {
+    let Ok(mut p) = shared.progress.lock() else {
+        return; // a poisoned lock: the waiters' senders are dropped with it, a failure
+    };
+    let done: Vec<_> = match synced {
+        Some(target) => {
+            p.synced = target;
+            let (done, waiting) = std::mem::take(&mut p.waiters)
+                .into_iter()
+                .partition(|(seq, _)| *seq <= target);
+            p.waiters = waiting;
+            done
+        }
+        None => {
+            p.broken = true;
+            std::mem::take(&mut p.waiters)
+        }
+    };
+    drop(p);
+    for (_, tx) in done {
+        let _ = tx.send(synced.is_some());
     }
 }
 
@@ -565,18 +600,20 @@ fn commit_loop(log: &AuditLog, shared: &Shared, policy: SyncPolicy) {
             match log.sync() {
                 Ok(()) => {
                     synced = target;
-                    shared.progress.send_modify(|p| p.synced = target);
+                    answer(shared, Some(target));
                 }
                 Err(e) => {
                     tracing::error!(cause = %e, "audit log sync failed; the trail is closed");
                     shared.broken.store(true, Ordering::Release);
-                    shared.progress.send_modify(|p| p.broken = true);
+                    answer(shared, None);
                 }
             }
         } else if shared.broken.load(Ordering::Acquire) {
-            shared.progress.send_modify(|p| p.broken = true);
+            answer(shared, None);
         }
         if stop {
+            // Lines appended after the last sync will never be synced: say so.
+            answer(shared, None);
             return;
         }
     }
