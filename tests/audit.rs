@@ -407,6 +407,38 @@ fn a_trail_that_cannot_be_written_fails_writes_closed() {
     server.still_serves();
 }
 
+/// In `periodic` durability nobody waits for the trail: the committer syncs on the flush
+/// period, and the lines get there by themselves.
+#[test]
+fn periodic_durability_syncs_the_trail_on_the_flush_period() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit = dir.path().join("audit.log");
+    let audit_file = audit.display().to_string();
+    let server = TestServer::start(&[
+        ("MICRONODE_AUDIT_PATH", &audit_file),
+        ("MICRONODE_DURABILITY", "periodic"),
+        ("MICRONODE_FLUSH_EVERY_MS", "20"),
+    ]);
+    for i in 0..5 {
+        let r = server.request(
+            "PUT",
+            &format!("/v1/kv/p/k{i}"),
+            &[("x-request-id", &format!("p-{i}"))],
+            Some(b"v"),
+        );
+        assert_eq!(r.status, 201);
+    }
+    let all = poll("five lines on disk", || {
+        let all = lines(&audit);
+        (all.len() == 5).then_some(all)
+    });
+    for i in 0..5 {
+        assert_eq!(line_of(&all, &format!("p-{i}"))["op"], "put");
+    }
+    let (code, _, stderr) = verify(&audit);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 /// An audit path that cannot be opened stops the boot with exit 2, naming the file.
 #[test]
 fn an_audit_log_that_cannot_be_opened_is_a_configuration_error() {
