@@ -76,6 +76,9 @@ async fn sweep_logged(
 ) -> Result<u64, super::StoreError> {
     let mut removed = 0u64;
     loop {
+        if log.is_some_and(|l| l.paused()) {
+            return Ok(removed);
+        }
         let due = store.expired(now, STEP)?;
         if due.is_empty() {
             return Ok(removed);
