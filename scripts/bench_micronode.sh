@@ -13,7 +13,8 @@
 #   kvput128_periodic               KV PUT 128 B, durability=periodic
 #   bare                            examples/bare_hyper.rs on the same pinning, for the ratios
 # Knobs: THREADS (1), CONNS (64), DUR (5s), ROUNDS (3), ROWS (space-separated subset),
-# LATENCY=0 to run without MICRONODE_DEV_METRICS (then no p99 column).
+# LATENCY=0 to run without MICRONODE_DEV_METRICS (then no p99 column), AUDIT=1 to run the server
+# with an audit trail (MICRONODE_AUDIT_PATH in the bench's temp dir, beside the data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib_bench.sh
@@ -50,6 +51,7 @@ LUA
 
 node_env=(MICRONODE_DEV_ROUTES=1)
 [ "$LATENCY" = "1" ] && node_env+=(MICRONODE_DEV_METRICS=1)
+[ "${AUDIT:-0}" = "1" ] && node_env+=(MICRONODE_AUDIT_PATH="$BENCH_TMP/audit.log")
 current=""
 # use_server MODE — (re)starts the server when the durability mode changes.
 use_server() {

@@ -51,6 +51,8 @@ pub struct App {
     /// Per-tenant rate and watcher limits, and the tenant request counters.
     pub tenants: crate::guards::tenant::Tenants,
     request_ids: RequestIds,
+    /// The audit trail; `None` while `MICRONODE_AUDIT_PATH` is unset.
+    pub audit: Option<Audit>,
 }
 
 impl App {
@@ -99,8 +101,19 @@ impl App {
             store,
             version_body,
             request_ids: RequestIds::new(),
+            audit: None,
             cfg,
         }
+    }
+
+    /// The same state with an audit trail (opened at boot by `crate::open_audit`).
+    pub fn with_audit(mut self, trail: Option<crate::audit::Trail>) -> App {
+        self.audit = trail.map(|trail| Audit {
+            trail,
+            waits: self.cfg.storage.durability == crate::config::Durability::Sync,
+            metrics: Arc::clone(&self.metrics),
+        });
+        self
     }
 
     pub fn budget(&self, id: BudgetId) -> &InflightBudget {
@@ -223,6 +236,107 @@ impl App {
             }
         }
         out
+    }
+}
+
+/// The audit trail of a server (docs/SECURITY.md, "Audit trail"): the log with its committer,
+/// whether an answer waits for its line to be durable (`sync` durability), and the counters.
+#[derive(Debug)]
+pub struct Audit {
+    trail: crate::audit::Trail,
+    waits: bool,
+    metrics: Arc<Metrics>,
+}
+
+/// A line that could not be written or made durable (already logged and counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditFailed;
+
+impl Audit {
+    /// Whether the trail is closed after a failure: audited work must be refused.
+    pub fn is_broken(&self) -> bool {
+        self.trail.is_broken()
+    }
+
+    /// Appends one line; counted as a record, or as an error (then the trail is broken).
+    pub fn append(&self, event: &crate::audit::Event<'_>) -> Result<u64, AuditFailed> {
+        match self.trail.append(event) {
+            Ok(seq) => {
+                self.metrics.audit_record();
+                Ok(seq)
+            }
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    /// What an answer waits for after its line `seq` was appended: the sync covering it in
+    /// `sync` durability (shared with concurrent answers), nothing in `periodic` (the
+    /// committer syncs every `flush_every_ms`).
+    pub fn settle(
+        &self,
+        seq: u64,
+    ) -> Option<impl std::future::Future<Output = Result<(), AuditFailed>> + Send + 'static> {
+        if !self.waits {
+            return None;
+        }
+        let durable = self.trail.durable(seq);
+        let metrics = Arc::clone(&self.metrics);
+        Some(async move {
+            durable.await.map_err(|e| {
+                metrics.audit_error();
+                tracing::error!(cause = %e, "audit line not durable");
+                AuditFailed
+            })
+        })
+    }
+
+    /// Appends one line and waits as [`Audit::settle`] says.
+    pub async fn record(&self, event: &crate::audit::Event<'_>) -> Result<(), AuditFailed> {
+        let seq = self.append(event)?;
+        match self.settle(seq) {
+            Some(wait) => wait.await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the committer after a last sync (shutdown).
+    pub fn close(&self) -> Result<(), String> {
+        self.trail.close().map_err(|e| e.to_string())
+    }
+
+    fn failed(&self, e: &crate::audit::AuditError) -> AuditFailed {
+        self.metrics.audit_error();
+        match e {
+            crate::audit::AuditError::Broken { .. } => {
+                tracing::debug!(cause = %e, "audit trail closed; refused")
+            }
+            _ => tracing::error!(cause = %e, "audit line not written; the trail is closed"),
+        }
+        AuditFailed
+    }
+}
+
+/// The sweeper's expire deletes go into the trail, one line per removed key; while the trail
+/// is broken the sweeper removes nothing (expired keys stay invisible all the same).
+impl crate::store::ttl::ExpireLog for App {
+    fn paused(&self) -> bool {
+        self.audit.as_ref().is_some_and(Audit::is_broken)
+    }
+
+    fn removed(&self, bucket: &str, key: &str, revision: u64) {
+        let Some(audit) = &self.audit else { return };
+        let event = crate::audit::Event {
+            op: "expire",
+            bucket: Some(bucket),
+            key: Some(key),
+            status: 204,
+            revision: Some(revision),
+            ..crate::audit::Event::default()
+        };
+        // Nobody waits for an expiry: the line is synced with the next batch.
+        if audit.append(&event).is_ok() && audit.waits {
+            audit.trail.kick();
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! - [`server`]   — accept loop, transport (plain TCP, or a handshake in the connection task),
 //!   protocol limits, connection budget, header and idle clocks, graceful drain.
 //! - [`tls`]      — the TLS transport: rustls (aws-lc-rs), post-quantum modes, mTLS, reload.
-//! - [`service`]  — the per-request pipeline: request id, metrics, route match, guards, handler.
+//! - [`service`]  — the per-request pipeline: request id, metrics, route match, guards, handler,
+//!   the audit line of an answer (`service::trail`).
 //! - [`router`]   — THE route table (template, plane, per-method handler and guard spec) and
 //!   the metric label sets derived from it.
 //! - [`guards`]   — inline head checks: rate limit, decode, body cap, concurrency, timeout.
@@ -17,7 +18,7 @@
 //! - [`snapshot`] — the snapshot file format: header, key and system records, end line with
 //!   count and SHA-256; an incremental writer and a checking reader.
 //! - [`audit`]    — the audit trail: hash-chained JSON lines, durable on `sync`, rotation,
-//!   offline verification.
+//!   offline verification, and the committer that shares syncs between waiters.
 //! - [`auth`]     — capability tokens: wire form, HMAC chain, mint, attenuate, verify, the
 //!   allow decision, and the key ring file.
 //! - [`ready`]    — readiness probes, draining, the windowed error-rate gate.
@@ -53,8 +54,40 @@ pub mod wire;
 
 use std::sync::Arc;
 
-/// Opens the store and builds the app state: the boot steps between config and bind.
+/// Opens the audit trail and the store and builds the app state: the boot steps between
+/// config and bind.
 pub fn build_app(cfg: config::Config) -> Result<Arc<app::App>, String> {
+    let trail = open_audit(&cfg)?;
+    build_app_with(cfg, trail)
+}
+
+/// Opens the audit log of `audit.path` and starts its committer; `None` when the path is
+/// unset. The error names the knob and the file (the binary exits 2 on it, a configuration
+/// error).
+pub fn open_audit(cfg: &config::Config) -> Result<Option<audit::Trail>, String> {
+    let path = &cfg.audit.path;
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let knob = "audit.path (MICRONODE_AUDIT_PATH)";
+    let log =
+        audit::AuditLog::open(path, cfg.audit.rotate_bytes).map_err(|e| format!("{knob}: {e}"))?;
+    let policy = match cfg.storage.durability {
+        config::Durability::Sync => audit::SyncPolicy::OnDemand,
+        config::Durability::Periodic => {
+            audit::SyncPolicy::Every(std::time::Duration::from_millis(cfg.storage.flush_every_ms))
+        }
+    };
+    let trail = audit::Trail::start(log, policy)
+        .map_err(|e| format!("{knob}: cannot start the audit committer: {e}"))?;
+    Ok(Some(trail))
+}
+
+/// [`build_app`] around an audit trail already opened by [`open_audit`].
+pub fn build_app_with(
+    cfg: config::Config,
+    trail: Option<audit::Trail>,
+) -> Result<Arc<app::App>, String> {
     let (dev_routes, dev_metrics) = (cfg.dev.routes, cfg.dev.metrics);
     let labels = router::metric_labels(dev_routes, dev_metrics);
     let metrics = Arc::new(metrics::Metrics::new(&labels));
@@ -71,7 +104,8 @@ pub fn build_app(cfg: config::Config) -> Result<Arc<app::App>, String> {
             Some(app::AuthState::new(keys, revoked_nonces(&*store)?))
         }
     };
-    Ok(Arc::new(app::App::new(cfg, metrics, store, times, auth)))
+    let app = app::App::new(cfg, metrics, store, times, auth).with_audit(trail);
+    Ok(Arc::new(app))
 }
 
 /// The revoked token nonces kept in the engine (`_auth/revoked/<hex>`).

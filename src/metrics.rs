@@ -351,6 +351,8 @@ pub struct Metrics {
     kv_expired: AtomicU64,
     txns: [AtomicU64; 3],
     auth: [AtomicU64; 6],
+    audit_records: AtomicU64,
+    audit_errors: AtomicU64,
 }
 
 fn req_index(route: RouteId, verb: Verb, status_slot: usize) -> usize {
@@ -412,7 +414,19 @@ impl Metrics {
             kv_expired: AtomicU64::new(0),
             txns: Default::default(),
             auth: Default::default(),
+            audit_records: AtomicU64::new(0),
+            audit_errors: AtomicU64::new(0),
         }
+    }
+
+    /// Counts one line appended to the audit trail.
+    pub fn audit_record(&self) {
+        self.audit_records.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one audit line that could not be written or made durable.
+    pub fn audit_error(&self) {
+        self.audit_errors.fetch_add(1, Relaxed);
     }
 
     /// Counts one token check.
@@ -671,6 +685,20 @@ impl Metrics {
             out,
             "micronode_kv_expired_total {}",
             self.kv_expired.load(Relaxed)
+        );
+        out.push_str("# HELP micronode_audit_records_total Lines appended to the audit trail.\n");
+        out.push_str("# TYPE micronode_audit_records_total counter\n");
+        let _ = writeln!(
+            out,
+            "micronode_audit_records_total {}",
+            self.audit_records.load(Relaxed)
+        );
+        out.push_str("# HELP micronode_audit_errors_total Audit lines that could not be written or made durable (a request whose line failed is answered 503).\n");
+        out.push_str("# TYPE micronode_audit_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "micronode_audit_errors_total {}",
+            self.audit_errors.load(Relaxed)
         );
         out.push_str("# HELP micronode_txn_total Transactions, by result.\n");
         out.push_str("# TYPE micronode_txn_total counter\n");

@@ -86,10 +86,15 @@ pub async fn run_with<T: Transport>(
     let slots = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     app.ready.set(Probe::ListenersBound, true);
+    let expire_log = app
+        .audit
+        .is_some()
+        .then(|| Arc::clone(&app) as Arc<dyn crate::store::ttl::ExpireLog>);
     tokio::spawn(crate::store::ttl::sweeper(
         Arc::clone(&app.store),
         Arc::clone(&app.metrics),
         app.streams.stopping(),
+        expire_log,
     ));
 
     tokio::pin!(shutdown);

@@ -32,6 +32,9 @@ use crate::response::{self, Resp};
 use crate::router::{Endpoint, Plane, ROUTES, RouteId, Router, UNMATCHED};
 use crate::wire::{ConnInfo, PathParams, Query, RequestBody, Verb, X_REQUEST_ID};
 
+mod trail;
+use trail::Who;
+
 /// The answer to one request: ready now (the fast path — no future, no allocation beyond the
 /// response), or a boxed future for the endpoints that have to wait (a body, a commit, a
 /// tarpit, a dev sleep).
@@ -354,10 +357,14 @@ struct Matched<'a> {
 /// The guards after the rate limit, on the head alone — decode guard, body cap, store
 /// readiness, concurrency permit — then the handler's context. The permit is held by the
 /// caller until the answer is built.
+///
+/// With an audit trail, `who` is filled from the verified token when the route is audited or
+/// the token is refused (403), for the request's audit line.
 fn admit<'a>(
     app: &'a App,
     m: Matched<'a>,
     body: RequestBody,
+    who: &mut Option<Who>,
 ) -> Result<(Cx<'a>, Option<Permit<'a>>), ApiError> {
     let guards = m.ep.guards;
     let query = match m.head.uri.query() {
@@ -366,8 +373,11 @@ fn admit<'a>(
     };
     let token = match &app.auth {
         None => None,
-        Some(state) => authorize(app, state, &m, &query)?,
+        Some(state) => authorize(app, state, &m, &query, who)?,
     };
+    if app.audit.is_some() && trail::audited(m.ep.handler) {
+        *who = token.as_ref().map(Who::of);
+    }
     if app.tenants.active() && guards.bucket == Bucket::Global {
         let tenant = token
             .as_ref()
@@ -410,6 +420,7 @@ fn authorize(
     state: &crate::app::AuthState,
     m: &Matched<'_>,
     query: &Query,
+    who: &mut Option<Who>,
 ) -> Result<Option<crate::auth::Verified>, ApiError> {
     let access = m.ep.access;
     if access == Access::Open {
@@ -434,7 +445,14 @@ fn authorize(
         key: key.as_deref(),
         query,
     };
-    crate::guards::auth::check(state, cfg.auth.leeway_ms, &app.metrics, access, &req).map(Some)
+    let verified = crate::guards::auth::verify(state, cfg.auth.leeway_ms, &app.metrics, &req)?;
+    if let Err(e) = crate::guards::auth::decide(&app.metrics, &verified, access, &req) {
+        if app.audit.is_some() {
+            *who = Some(Who::of(&verified));
+        }
+        return Err(e);
+    }
+    Ok(Some(verified))
 }
 
 /// The bucket of an endpoint, if it has one and it is on.
@@ -469,9 +487,10 @@ fn run_now(app: &App, m: Matched<'_>, body: RequestBody) -> Ran {
         return Ran::Done(Err(rate_limited(wait)));
     }
     let (ep, request_id) = (m.ep, m.request_id);
-    let (cx, _permit) = match admit(app, m, body) {
+    let mut who = None;
+    let (cx, _permit) = match admit(app, m, body, &mut who) {
         Ok(admitted) => admitted,
-        Err(e) => return Ran::Done(Err(e)),
+        Err(e) => return trail::refused_now(app, &m, who.as_ref(), e),
     };
     match std::panic::catch_unwind(AssertUnwindSafe(|| handlers::call(ep.handler, cx))) {
         Ok(Step::Done(result)) => Ran::Done(result),
@@ -534,9 +553,30 @@ async fn run_waiting(app: &App, m: Matched<'_>, body: RequestBody) -> Result<Res
         }
         return Err(rate_limited(wait));
     }
+    let Some(audit) = &app.audit else {
+        return admit_and_run(app, m, body, &mut None).await;
+    };
+    let mut who = None;
+    // Fail closed: while the trail is broken nothing audited runs (nothing is applied).
+    let result = if trail::audited(m.ep.handler) && audit.is_broken() {
+        Err(ApiError::StorageUnavailable)
+    } else {
+        admit_and_run(app, m, body, &mut who).await
+    };
+    trail::answer(app, audit, &m, who.as_ref(), result).await
+}
+
+/// The rest of [`run_waiting`] past the rate limit: the guards, then the handler under the
+/// route's time bound.
+async fn admit_and_run(
+    app: &App,
+    m: Matched<'_>,
+    body: RequestBody,
+    who: &mut Option<Who>,
+) -> Result<Resp, ApiError> {
     let (ep, request_id) = (m.ep, m.request_id);
     // Held until this future ends, whatever ends it: answer, timeout, or the client leaving.
-    let (cx, _permit) = admit(app, m, body)?;
+    let (cx, _permit) = admit(app, m, body, who)?;
     let called = std::panic::catch_unwind(AssertUnwindSafe(|| handlers::call(ep.handler, cx)));
     let pending = match called {
         Ok(Step::Done(result)) => return result,

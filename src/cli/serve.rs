@@ -54,7 +54,15 @@ pub(crate) fn run(args: ConfigArgs) -> ExitCode {
 async fn serve(cfg: Config, config_file: Option<String>) -> ExitCode {
     let bind = cfg.server.bind_addr;
     let engine = cfg.storage.effective_engine();
-    let app = match micronode::build_app(cfg) {
+    // An audit log that cannot be opened is a configuration error (the message names the file).
+    let trail = match micronode::open_audit(&cfg) {
+        Ok(trail) => trail,
+        Err(e) => {
+            eprintln!("micronode: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = match micronode::build_app_with(cfg, trail) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("micronode: {e}");
@@ -91,6 +99,7 @@ async fn serve(cfg: Config, config_file: Option<String>) -> ExitCode {
         tls = tls.is_some(),
         tls_pq = ?app.cfg.tls.pq,
         mtls = !app.cfg.tls.client_ca.as_os_str().is_empty(),
+        audit = app.audit.is_some(),
         "micronode listening"
     );
     let reloader = tokio::spawn(reload_on_sighup(
@@ -106,6 +115,12 @@ async fn serve(cfg: Config, config_file: Option<String>) -> ExitCode {
     reloader.abort();
     let store = app.store.clone();
     let flushed = tokio::task::spawn_blocking(move || store.flush_blocking()).await;
+    if let Some(audit) = &app.audit
+        && let Err(e) = audit.close()
+    {
+        tracing::error!(cause = %e, "final audit log sync failed");
+        return ExitCode::from(1);
+    }
     match flushed {
         Ok(Ok(())) => {
             tracing::info!("store flushed; bye");
@@ -158,6 +173,15 @@ async fn reload_on_sighup(
             app.reload(new)
         });
         app.metrics.config_reload(result.is_ok());
+        if let Some(audit) = &app.audit {
+            // 200: applied; 400: refused, the previous configuration stays in force.
+            let event = micronode::audit::Event {
+                op: "reload",
+                status: if result.is_ok() { 200 } else { 400 },
+                ..micronode::audit::Event::default()
+            };
+            let _ = audit.record(&event).await;
+        }
         match result {
             Ok(restart) => {
                 for key in &restart {

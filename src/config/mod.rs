@@ -257,6 +257,17 @@ knobs! {
         insecure: bool = false, env "MICRONODE_INSECURE";
     }
 
+    /// The audit trail (docs/SECURITY.md, "Audit trail"). Both need a restart to change.
+    [audit] AuditCfg {
+        /// The audit log: hash-chained JSON lines, one per write, admin op, 401/403 and reload.
+        /// Empty = no audit trail. Opened (created 0600) at boot; a file that cannot be opened
+        /// is a configuration error. Rotated files are `<path>.000001`, … beside it.
+        path: PathBuf = PathBuf::new(), env "MICRONODE_AUDIT_PATH";
+        /// Size past which the audit log is rotated (the chain runs on into the new file).
+        rotate_bytes: u64 = 64 * 1024 * 1024,
+            env "MICRONODE_AUDIT_ROTATE_BYTES", range 1..=1 << 40;
+    }
+
     /// Cross-origin requests from browsers (docs/API.md, "CORS").
     [cors] CorsCfg {
         /// Origins allowed to call the API from a browser: comma-separated exact origins.
@@ -930,6 +941,30 @@ mod tests {
         assert!(err.to_string().contains("MICRONODE_TLS_CLIENT_CA"), "{err}");
         let err = load(Some("[tls]\ncert = \"c.pem\"\n"), &[]).expect_err("toml cert alone");
         assert!(err.to_string().contains("tls.cert"), "{err}");
+    }
+
+    /// The audit trail is off by default; its rotation size must be above 0; neither knob is
+    /// live.
+    #[test]
+    fn audit_knobs() {
+        let c = load(None, &[]).expect("defaults");
+        assert!(c.audit.path.as_os_str().is_empty());
+        assert_eq!(c.audit.rotate_bytes, 64 << 20);
+        let c = load(
+            None,
+            &[
+                ("MICRONODE_AUDIT_PATH", "/var/log/micronode/audit.log"),
+                ("MICRONODE_AUDIT_ROTATE_BYTES", "4096"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.audit.rotate_bytes, 4096);
+        let err = load(None, &[("MICRONODE_AUDIT_ROTATE_BYTES", "0")]).expect_err("zero");
+        assert!(
+            err.to_string().contains("MICRONODE_AUDIT_ROTATE_BYTES"),
+            "{err}"
+        );
+        assert!(!LIVE_KNOBS.iter().any(|k| k.starts_with("audit.")));
     }
 
     /// The storage path matters only to sled.

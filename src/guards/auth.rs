@@ -58,6 +58,18 @@ pub fn check(
     access: Access,
     req: &Request<'_>,
 ) -> Result<Verified, ApiError> {
+    let verified = verify(state, leeway_ms, metrics, req)?;
+    decide(metrics, &verified, access, req)?;
+    Ok(verified)
+}
+
+/// The first half of [`check`]: the request's token, verified and not revoked, or the 401.
+pub fn verify(
+    state: &AuthState,
+    leeway_ms: u64,
+    metrics: &Metrics,
+    req: &Request<'_>,
+) -> Result<Verified, ApiError> {
     let raw = match req.headers.get(AUTHORIZATION) {
         None => return Err(fail(metrics, AuthResult::Missing)),
         Some(v) => v
@@ -84,12 +96,23 @@ pub fn check(
     if state.is_revoked(&verified.nonce()) {
         return Err(fail(metrics, AuthResult::Revoked));
     }
-    if !allows(&verified, access, req) {
+    Ok(verified)
+}
+
+/// The second half of [`check`]: whether the verified token allows what the endpoint touches,
+/// or the 403.
+pub fn decide(
+    metrics: &Metrics,
+    verified: &Verified,
+    access: Access,
+    req: &Request<'_>,
+) -> Result<(), ApiError> {
+    if !allows(verified, access, req) {
         metrics.auth(AuthResult::Denied);
         return Err(ApiError::Policy);
     }
     metrics.auth(AuthResult::Ok);
-    Ok(verified)
+    Ok(())
 }
 
 /// The decision for one endpoint. A malformed bucket or key is allowed through here: the

@@ -140,9 +140,18 @@ pub async fn post_tokens(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
     let keys = state.keys();
     let token = crate::auth::mint(keys.newest(), &req.tenant, &caveats)
         .map_err(|_| bad("invalid tenant: 1 to 63 of a-z 0-9 . _ -"))?;
-    // The token is the answer's only content; it is never logged.
+    // The token is the answer's only content; it is never logged. The audit line names the
+    // new token's nonce (what a revocation names), never the token.
+    let minted = Unverified::parse(&token).map(|t| hex_of(&t.nonce())).ok();
     let body = serde_json::json!({ "token": token });
-    Ok(response::json(StatusCode::OK, body.to_string()))
+    let mut resp = response::json(StatusCode::OK, body.to_string());
+    if let Some(nonce) = minted {
+        resp.extensions_mut().insert(super::AuditSubject {
+            bucket: AUTH_BUCKET,
+            key: format!("minted/{nonce}"),
+        });
+    }
+    Ok(resp)
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +161,10 @@ struct RevokeIn {
     token: Option<String>,
     #[serde(default)]
     nonce: Option<String>,
+}
+
+fn hex_of(nonce: &[u8]) -> String {
+    nonce.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // POST /v1/auth/revoke
@@ -168,7 +181,7 @@ pub async fn post_revoke(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
         }
         _ => return Err(bad("give exactly one of token or nonce")),
     };
-    let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex_of(&nonce);
     // Durable before the answer, like any write; invisible to KV routes (the bucket name is
     // one no request can use).
     let key = format!("revoked/{hex}");
@@ -189,5 +202,10 @@ pub async fn post_revoke(mut cx: Cx<'_>) -> Result<Resp, ApiError> {
         .map_err(|e| store_error(cx.request_id, e))?;
     state.revoke(nonce);
     let body = serde_json::json!({ "revoked": hex });
-    Ok(response::json(StatusCode::OK, body.to_string()))
+    let mut resp = response::json(StatusCode::OK, body.to_string());
+    resp.extensions_mut().insert(super::AuditSubject {
+        bucket: AUTH_BUCKET,
+        key,
+    });
+    Ok(resp)
 }

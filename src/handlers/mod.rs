@@ -66,6 +66,14 @@ impl<'a> Cx<'a> {
     }
 }
 
+/// What an audit line names when the request path names no key: set by a handler in its
+/// answer's extensions (a revocation names the record it writes, `_auth` / `revoked/<nonce>`).
+#[derive(Debug, Clone)]
+pub struct AuditSubject {
+    pub bucket: &'static str,
+    pub key: String,
+}
+
 /// What a handler gives back: an answer now, or a future that will produce one.
 pub enum Step<'a> {
     Done(Result<Resp, ApiError>),

@@ -17,11 +17,20 @@ pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Expiries removed per write step (they share its revision).
 const STEP: usize = 64;
 
-/// Sweeps until `stop` turns true.
+/// Told of each key the sweeper removed (the audit trail, one line per key).
+pub trait ExpireLog: Send + Sync {
+    /// Whether sweeping must wait (the log cannot record removals now).
+    fn paused(&self) -> bool;
+    /// `bucket`/`key` was removed by an `expire` delete at `revision`.
+    fn removed(&self, bucket: &str, key: &str, revision: u64);
+}
+
+/// Sweeps until `stop` turns true, telling `log` (when given) of every key it removes.
 pub async fn sweeper(
     store: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    log: Option<Arc<dyn ExpireLog>>,
 ) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -39,7 +48,10 @@ pub async fn sweeper(
             let _ = tokio::task::spawn_blocking(move || probe.probe()).await;
             continue;
         }
-        if let Err(e) = sweep(&*store, &metrics, now_secs()).await {
+        if log.as_ref().is_some_and(|l| l.paused()) {
+            continue;
+        }
+        if let Err(e) = sweep_logged(&*store, &metrics, now_secs(), log.as_deref()).await {
             tracing::warn!(cause = %e, "TTL sweep failed; retrying at the next tick");
         }
     }
@@ -52,8 +64,21 @@ pub async fn sweep(
     metrics: &Metrics,
     now: u64,
 ) -> Result<u64, super::StoreError> {
+    sweep_logged(store, metrics, now, None).await
+}
+
+/// [`sweep`], telling `log` of each removed key.
+async fn sweep_logged(
+    store: &dyn Storage,
+    metrics: &Metrics,
+    now: u64,
+    log: Option<&dyn ExpireLog>,
+) -> Result<u64, super::StoreError> {
     let mut removed = 0u64;
     loop {
+        if log.is_some_and(|l| l.paused()) {
+            return Ok(removed);
+        }
         let due = store.expired(now, STEP)?;
         if due.is_empty() {
             return Ok(removed);
@@ -75,14 +100,26 @@ pub async fn sweep(
                 expire: true,
             })
             .collect();
+        let told = |i: usize, w: &super::Written| {
+            if let (Some(log), Some(e)) = (log, due.get(i)) {
+                log.removed(&e.bucket, &e.key, w.revision);
+            }
+        };
         let n = match store.write(&ops).await {
-            Ok(w) => (0..ops.len()).filter(|&i| w.existed(i)).count(),
+            Ok(w) => {
+                let removed: Vec<usize> = (0..ops.len()).filter(|&i| w.existed(i)).collect();
+                removed.iter().for_each(|&i| told(i, &w));
+                removed.len()
+            }
             // A key was renewed or deleted meanwhile: take them one by one.
             Err(e) if e.kind() == ErrorKind::Precondition => {
                 let mut n = 0;
-                for op in &ops {
+                for (i, op) in ops.iter().enumerate() {
                     match store.write(std::slice::from_ref(op)).await {
-                        Ok(w) if w.existed(0) => n += 1,
+                        Ok(w) if w.existed(0) => {
+                            told(i, &w);
+                            n += 1;
+                        }
                         Ok(_) => {}
                         Err(e) if e.kind() == ErrorKind::Precondition => {}
                         Err(e) => return Err(e),
