@@ -9,12 +9,13 @@
 //!   the audit line of an answer (`service::trail`).
 //! - [`router`]   — THE route table (template, plane, per-method handler and guard spec) and
 //!   the metric label sets derived from it.
-//! - [`guards`]   — inline head checks: rate limit, decode, body cap, concurrency, timeout.
+//! - [`guards`]   — inline head checks: rate limit, token check, tenant rate and watcher
+//!   quotas, decode, body cap, concurrency, timeout.
 //! - [`handlers`] — plain handlers: admin plane, KV, watch (SSE), transactions, snapshots,
 //!   dev routes.
 //! - [`app`]      — the shared state of one server, request ids, open streams.
 //! - [`store`]    — the `Storage` contract, the `sled` and `mem` engines, group commit, the
-//!   change feed, the TTL sweeper, point-in-time dumps.
+//!   change feed, the TTL sweeper, point-in-time dumps, per-tenant usage and storage quotas.
 //! - [`snapshot`] — the snapshot file format: header, key and system records, end line with
 //!   count and SHA-256; an incremental writer and a checking reader.
 //! - [`audit`]    — the audit trail: hash-chained JSON lines, durable on `sync`, rotation,

@@ -279,11 +279,24 @@ pub struct Gauges {
     pub tenants: Vec<TenantSeries>,
 }
 
+/// `micronode_tenant_requests_total{result}` labels, in index order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantResult {
+    /// Past the tenant's rate limit: admitted.
+    Admitted = 0,
+    /// Refused by the tenant's rate or watcher limit (429 `quota`).
+    Quota = 1,
+    /// A write refused by the tenant's storage quota (507 `quota_storage`).
+    QuotaStorage = 2,
+}
+
+pub(crate) const TENANT_RESULTS: [&str; 3] = ["admitted", "quota", "quota_storage"];
+
 /// The `micronode_tenant_*` series of one tenant label.
 #[derive(Debug, Clone, Default)]
 pub struct TenantSeries {
     pub label: String,
-    /// By `crate::guards::tenant::TENANT_RESULTS`.
+    /// By [`TENANT_RESULTS`].
     pub requests: [u64; 3],
     pub bytes: u64,
     pub keys: u64,
@@ -716,7 +729,7 @@ impl Metrics {
             out.push_str("# HELP micronode_tenant_requests_total Requests of each tenant on feature routes, by result (tenants not named in the configuration under _other).\n");
             out.push_str("# TYPE micronode_tenant_requests_total counter\n");
             for t in &gauges.tenants {
-                for (i, result) in crate::guards::tenant::TENANT_RESULTS.iter().enumerate() {
+                for (i, result) in TENANT_RESULTS.iter().enumerate() {
                     let _ = writeln!(
                         out,
                         "micronode_tenant_requests_total{{tenant=\"{}\",result=\"{result}\"}} {}",

@@ -18,18 +18,7 @@ use crate::config::{Config, DEFAULT_TENANT, TenantCfg};
 /// The label shared by tenants the configuration does not name.
 pub const OTHER_LABEL: &str = "_other";
 
-/// `micronode_tenant_requests_total{result}` labels, in index order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TenantResult {
-    /// Past the tenant's rate limit: admitted.
-    Admitted = 0,
-    /// Refused by the tenant's rate or watcher limit (429 `quota`).
-    Quota = 1,
-    /// A write refused by the tenant's storage quota (507 `quota_storage`).
-    QuotaStorage = 2,
-}
-
-pub const TENANT_RESULTS: [&str; 3] = ["admitted", "quota", "quota_storage"];
+pub use crate::metrics::TenantResult;
 
 /// The per-tenant state of one server.
 #[derive(Debug)]
