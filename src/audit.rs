@@ -520,11 +520,14 @@ impl Trail {
             self.shared.wake.notify_one();
             let _ = handle.join();
         }
-        if self.is_broken() {
+        let result = if self.is_broken() {
             Err(self.log.broken())
         } else {
             Ok(())
-        }
+        };
+        // Closed: nothing more would be synced, so from here on audited work is refused.
+        self.shared.broken.store(true, Ordering::Release);
+        result
     }
 }
 

@@ -274,9 +274,12 @@ fn finish(app: &App, e: Ended, result: Result<Resp, ApiError>) -> Resp {
     if let Some(times) = &app.service_times {
         times.record(route, elapsed);
     }
-    if route == UNMATCHED || ROUTES[route].plane != Plane::Admin {
+    if (route == UNMATCHED || ROUTES[route].plane != Plane::Admin)
+        && status != Code::QuotaStorage.status().as_u16()
+    {
         // Admin answers stay out of the error window: a 503 from /readyz must not feed the
-        // gate that produced it.
+        // gate that produced it. So does a tenant's 507 over its own storage quota: one
+        // tenant must not make the node unready for all.
         app.ready.record(now, status);
     }
     if tracing::enabled!(tracing::Level::DEBUG) {

@@ -278,9 +278,16 @@ fn a_snapshot_carries_owners_so_a_restore_keeps_every_tenants_usage() {
     let text = std::fs::read_to_string(&file).expect("snapshot");
     assert!(text.contains("\"tenant\":\"acme\""), "{text}");
     let restored = s.data().join("restored").display().to_string();
+    // A restore is not refused by quotas lower than what the snapshot holds.
+    let strict = s.data().join("strict.toml");
+    std::fs::write(&strict, "[tenants.default]\nmax_keys = 1\nmax_bytes = 1\n").expect("config");
+    let strict = strict.display().to_string();
     let (code, out, err) = support::run_binary(
         &["snapshot", "restore", &file],
-        &[("MICRONODE_STORAGE_PATH", restored.as_str())],
+        &[
+            ("MICRONODE_STORAGE_PATH", restored.as_str()),
+            ("MICRONODE_CONFIG", strict.as_str()),
+        ],
         s.data(),
     );
     assert_eq!(code, 0, "restore: {out} {err}");

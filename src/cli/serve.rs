@@ -165,6 +165,13 @@ async fn reload_on_sighup(
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
+        // Fail closed: a reload that could not be put on record is not applied.
+        let result = result.and_then(|new| match &app.audit {
+            Some(audit) if audit.is_broken() => {
+                Err("the audit trail cannot be written: reload refused".to_owned())
+            }
+            _ => Ok(new),
+        });
         let result = result.map(|new| {
             let filter_changed = new.log.filter != app.config().log.filter;
             if filter_changed && let Err(e) = micronode::logging::set_filter(&new.log.filter) {

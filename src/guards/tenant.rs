@@ -152,11 +152,10 @@ impl Tenants {
             Ok(w) => w,
             Err(p) => p.into_inner(),
         };
-        let n = w.entry(tenant.to_owned()).or_insert(0);
-        if max.is_some_and(|m| *n >= m) {
+        if max.is_some_and(|m| w.get(tenant).copied().unwrap_or(0) >= m) {
             return None;
         }
-        *n += 1;
+        *w.entry(tenant.to_owned()).or_insert(0) += 1;
         Some(TenantWatcher {
             tenant: tenant.to_owned(),
             watchers: Arc::clone(&self.watchers),

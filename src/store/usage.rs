@@ -32,6 +32,17 @@ pub struct Limits {
     pub max_keys: Option<u64>,
 }
 
+/// The tenant a stored record counts for: [`SYSTEM`] for the node's own buckets (a name no
+/// request can use starts with `_`), whatever the record says (revocations written before
+/// records had owners say nothing, which would read as `default`), else its owner.
+pub fn owner_in<'a>(bucket: &[u8], stored: &'a str) -> &'a str {
+    if bucket.first() == Some(&b'_') {
+        SYSTEM
+    } else {
+        stored
+    }
+}
+
 /// The bytes a record counts for.
 pub fn size_of(bucket: &str, key: &str, value_len: u64) -> u64 {
     (bucket.len() + key.len()) as u64 + value_len

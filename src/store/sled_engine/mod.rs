@@ -377,7 +377,8 @@ impl SledStore {
                 if let (Some(h), Some(rec)) = (&old, &raw)
                     && (is_put || existed.existed(i))
                 {
-                    deltas.add(h.owner(rec), usage::size_of(bucket, key, h.value_len()), -1);
+                    let owner = usage::owner_in(bucket.as_bytes(), h.owner(rec));
+                    deltas.add(owner, usage::size_of(bucket, key, h.value_len()), -1);
                 }
                 if let WriteOp::Put { owner, value, .. } = *op {
                     deltas.add(owner, usage::size_of(bucket, key, value.len() as u64), 1);
@@ -656,7 +657,7 @@ fn count_usage(db: &sled::Db, usage: &Usage) -> Result<(), StoreError> {
         let head = record::decode(&rec)?;
         // bucket + key: the engine key less its `/`.
         let size = (k.len() as u64).saturating_sub(1) + head.value_len();
-        deltas.add(head.owner(&rec), size, 1);
+        deltas.add(usage::owner_in(&k, head.owner(&rec)), size, 1);
         pending += 1;
         if pending == 4096 {
             usage.commit(std::mem::take(&mut deltas));
