@@ -1213,8 +1213,13 @@ mod tests {
         for t in threads {
             t.join().expect("thread");
         }
-        trail.close().expect("close");
-        assert!(!trail.is_broken());
+        trail
+            .close()
+            .expect("close: everything appended was synced");
+        assert!(
+            trail.is_broken(),
+            "a closed trail takes no more audited work"
+        );
         let s = verify(&chain_files(&path).expect("list")).expect("valid");
         assert_eq!((s.lines, s.last_seq), (400, Some(400)));
     }
