@@ -260,3 +260,51 @@ fn boot_fails_fast_naming_the_cause_when_the_database_is_unreachable() {
     assert!(err.contains("postgres engine"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+#[test]
+fn a_snapshot_of_a_postgres_node_restores_into_an_empty_schema_only() {
+    let Some(url) = pg_url() else { return };
+    let a = node(&url, &fresh_schema());
+    for i in 0..20 {
+        let r = put(
+            a.addr,
+            &format!("/v1/kv/s/k{i:02}"),
+            format!("v{i}").as_bytes(),
+            &[],
+        );
+        assert_eq!(r.status, 201);
+    }
+    assert_eq!(
+        request(a.addr, "DELETE", "/v1/kv/s/k03", &[], None).status,
+        204
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("snap.ndjson").display().to_string();
+    let base = format!("http://{}", a.addr);
+    let (code, out, err) = support::run_binary(
+        &["snapshot", "save", &file],
+        &[("MICRONODE_URL", base.as_str())],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "snapshot save: {out} {err}");
+
+    let target = fresh_schema();
+    let env = [
+        ("MICRONODE_STORAGE_ENGINE", "postgres"),
+        ("MICRONODE_PG_URL", url.as_str()),
+        ("MICRONODE_PG_SCHEMA", target.as_str()),
+    ];
+    let (code, out, err) = support::run_binary(&["snapshot", "restore", &file], &env, dir.path());
+    assert_eq!(code, 0, "restore: {out} {err}");
+    assert!(out.contains("\"restored\":19"), "{out}");
+    let b = node(&url, &target);
+    let v = b.get("/v1/kv/s?limit=100").json();
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(19));
+    assert_eq!(b.get("/v1/kv/s/k07").body, b"v7");
+    assert_eq!(b.get("/v1/kv/s/k03").status, 404);
+
+    // Not into a schema that holds records.
+    let (code, _, err) = support::run_binary(&["snapshot", "restore", &file], &env, dir.path());
+    assert_ne!(code, 0, "a second restore into the same schema is refused");
+    assert!(err.contains("holds records"), "{err}");
+}
