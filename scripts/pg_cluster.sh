@@ -5,7 +5,8 @@
 #   scripts/pg_cluster.sh start DIR   initdb into DIR, start on 127.0.0.1 with a free port,
 #                                     trust auth for loopback, create database `micronode`,
 #                                     print MICRONODE_TEST_PG_URL=... (also written to DIR/url)
-#   scripts/pg_cluster.sh stop DIR    pg_ctl stop -m fast
+#   scripts/pg_cluster.sh stop DIR    pg_ctl stop -m fast (the data stays in DIR)
+#   scripts/pg_cluster.sh resume DIR  start a stopped cluster again, on the same port
 #
 # PostgreSQL refuses to run as root: as root, the cluster runs as the unprivileged user
 # $PG_USER (default micronode-pg, created when missing). With CI=true and no initdb, the
@@ -15,7 +16,7 @@ set -euo pipefail
 cmd=${1:-}
 dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-  echo "usage: $0 start|stop DIR" >&2
+  echo "usage: $0 start|stop|resume DIR" >&2
   exit 2
 fi
 PG_USER=${PG_USER:-micronode-pg}
@@ -82,8 +83,7 @@ start() {
   for attempt in 1 2 3 4 5; do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     if as_owner "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/sock -c fsync=on \
-          -c max_connections=200 -c shared_buffers=32MB" start >/dev/null; then
+      -o "$(server_opts "$port")" start >/dev/null; then
       break
     fi
     echo "start on port $port failed (attempt $attempt); server.log:" >&2
@@ -107,9 +107,35 @@ start() {
   fi
   "$psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
     -c "CREATE DATABASE micronode" >/dev/null
+  echo "$port" >"$dir/port"
   local url="postgres://postgres@127.0.0.1:$port/micronode"
   echo "$url" >"$dir/url"
   echo "MICRONODE_TEST_PG_URL=$url"
+}
+
+# The server's options; the port is the only one that varies.
+server_opts() {
+  echo "-c listen_addresses=127.0.0.1 -p $1 -k $dir/sock -c fsync=on -c max_connections=200 -c shared_buffers=32MB"
+}
+
+resume() {
+  if [ ! -e "$dir/data/PG_VERSION" ] || [ ! -e "$dir/port" ]; then
+    echo "no stopped cluster in $dir" >&2
+    exit 1
+  fi
+  local pg_ctl pg_isready port
+  pg_ctl=$(find_bin pg_ctl)
+  pg_isready=$(find_bin pg_isready)
+  dir=$(cd "$dir" && pwd)
+  port=$(cat "$dir/port")
+  as_owner "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$(server_opts "$port")" \
+    start >/dev/null
+  for _ in $(seq 300); do
+    if "$pg_isready" -q -h 127.0.0.1 -p "$port" -t 1; then return 0; fi
+    sleep 0.1
+  done
+  echo "PostgreSQL not ready on 127.0.0.1:$port" >&2
+  exit 1
 }
 
 stop() {
@@ -126,5 +152,6 @@ stop() {
 case "$cmd" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+  resume) resume ;;
+  *) echo "usage: $0 start|stop|resume DIR" >&2; exit 2 ;;
 esac

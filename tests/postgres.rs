@@ -308,3 +308,84 @@ fn a_snapshot_of_a_postgres_node_restores_into_an_empty_schema_only() {
     assert_ne!(code, 0, "a second restore into the same schema is refused");
     assert!(err.contains("holds records"), "{err}");
 }
+
+/// A private cluster (scripts/pg_cluster.sh) this test may stop and start; stopped on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Cluster {
+    fn script(cmd: &str, dir: &std::path::Path) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg_cluster.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(cmd)
+            .arg(dir)
+            .output()
+            .expect("run scripts/pg_cluster.sh");
+        assert!(
+            out.status.success(),
+            "pg_cluster.sh {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Cluster::script("start", dir.path());
+        let url = out
+            .lines()
+            .find_map(|l| l.strip_prefix("MICRONODE_TEST_PG_URL="))
+            .expect("the script prints the URL")
+            .to_owned();
+        Cluster { dir, url }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg_cluster.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+#[test]
+fn a_database_outage_is_503_with_retry_after_then_heals_without_a_restart() {
+    // Runs wherever the other tests run (it needs PostgreSQL installed), on its own cluster.
+    if pg_url().is_none() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let s = node(&cluster.url, &fresh_schema());
+    assert_eq!(put(s.addr, "/v1/kv/o/before", b"kept", &[]).status, 201);
+    assert_eq!(s.metric("micronode_storage_up"), 1.0);
+
+    Cluster::script("stop", cluster.dir.path());
+    let r = support::poll("a 503 while the database is down", || {
+        let r = put(s.addr, "/v1/kv/o/during", b"x", &[]);
+        (r.status != 201).then_some(r)
+    });
+    r.assert_error(503, "storage_unavailable", true);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(s.get("/v1/kv/o/before").status, 503, "reads too");
+    assert_eq!(s.metric("micronode_storage_up"), 0.0);
+    assert_eq!(s.get("/readyz").status, 503);
+
+    Cluster::script("resume", cluster.dir.path());
+    support::poll("writes again once the database is back", || {
+        (put(s.addr, "/v1/kv/o/after", b"y", &[]).status == 201).then_some(())
+    });
+    assert_eq!(s.metric("micronode_storage_up"), 1.0);
+    assert_eq!(s.get("/v1/kv/o/before").body, b"kept");
+    assert_eq!(
+        s.get("/v1/kv/o/during").status,
+        404,
+        "the refused write left nothing"
+    );
+}
