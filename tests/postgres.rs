@@ -389,3 +389,37 @@ fn a_database_outage_is_503_with_retry_after_then_heals_without_a_restart() {
         "the refused write left nothing"
     );
 }
+
+#[test]
+fn two_sweepers_expire_a_record_once() {
+    let Some(url) = pg_url() else { return };
+    let schema = fresh_schema();
+    let a = node(&url, &schema);
+    let b = node(&url, &schema);
+    let mut w = Sse::open(b.addr, "/v1/watch/e", &[])
+        .unwrap_or_else(|r| panic!("watch: {} {}", r.status, r.text()));
+    assert_eq!(w.next_item(), Some(SseItem::Comment("watching".into())));
+    let r = put(a.addr, "/v1/kv/e/k?ttl=1", b"short", &[]);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut kinds = Vec::new();
+    let next = |w: &mut Sse| match w.next_event() {
+        Some(SseItem::Event { event, data, .. }) => {
+            (event, data["key"].as_str().unwrap_or("").to_owned())
+        }
+        other => panic!("stream ended early: {other:?}"),
+    };
+    kinds.push(next(&mut w));
+    // Both nodes sweep; one `expire` delete wins, the other's condition fails.
+    kinds.push(next(&mut w));
+    assert_eq!(a.get("/v1/kv/e/k").status, 404);
+    assert_eq!(b.get("/v1/kv/e/k").status, 404);
+    // A marker write: the next event must be it, not a second expire.
+    assert_eq!(put(a.addr, "/v1/kv/e/marker", b"m", &[]).status, 201);
+    kinds.push(next(&mut w));
+    let want = [("put", "k"), ("expire", "k"), ("put", "marker")];
+    let got: Vec<(&str, &str)> = kinds
+        .iter()
+        .map(|(e, k)| (e.as_str(), k.as_str()))
+        .collect();
+    assert_eq!(got, want);
+}
