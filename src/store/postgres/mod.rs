@@ -367,7 +367,15 @@ impl PgStore {
                 result
             }
         };
-        let counter = wait_on(&handle, boot).map_err(|e| format!("postgres engine: {e}"))?;
+        let counter = match wait_on(&handle, boot) {
+            Ok(c) => c,
+            Err(e) => {
+                // Not a plain drop: the caller may be inside a runtime (the server opens its
+                // store there), where a blocking runtime shutdown panics.
+                rt.shutdown_background();
+                return Err(format!("postgres engine: {e}"));
+            }
+        };
         let shared = Arc::new(Shared {
             pool,
             sql,
