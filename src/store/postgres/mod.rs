@@ -317,6 +317,21 @@ impl PgStore {
         let timeout = Duration::from_millis(cfg.connect_timeout_ms);
         pg.connect_timeout(timeout);
         pg.application_name("micronode");
+        // A database that vanishes without closing the connection (a partition, a host gone)
+        // must fail calls within about half a minute, not after the kernel's two hours.
+        // Values given in the URL win.
+        if pg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            pg.keepalives_idle(Duration::from_secs(10));
+        }
+        if pg.get_keepalives_interval().is_none() {
+            pg.keepalives_interval(Duration::from_secs(5));
+        }
+        if pg.get_keepalives_retries().is_none() {
+            pg.keepalives_retries(3);
+        }
+        if pg.get_tcp_user_timeout().is_none() {
+            pg.tcp_user_timeout(Duration::from_secs(30));
+        }
         let manager = Manager::from_config(
             pg.clone(),
             NoTls,
