@@ -782,6 +782,8 @@ fn run_step<T>(
     let out = match result {
         Ok(out) => out,
         Err(e) => {
+            // A 404/412 names the store's revision: the state it was judged on is this new.
+            shared.saw(current);
             let _ = rt.block_on(tx.rollback());
             return Err(e);
         }
