@@ -47,6 +47,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 
 use super::usage::{self, Usage};
 use super::{
@@ -665,26 +666,16 @@ impl Locked for View<'_> {
         if let Some(u) = &self.shared.usage {
             u.check(&deltas)?;
         }
-        let bump = self.stmt(&self.shared.sql.bump_counter)?;
-        let row = self.q(self.tx.query_one(&bump, &[]))?;
-        let revision = to_u64(row.try_get(0).map_err(err)?);
+        // The counter row is ours (locked by the step), so the bump gives `current + 1`: every
+        // statement of the step can go out at once, pipelined in one round trip (checked
+        // against the bump's answer below).
+        let revision = self.current + 1;
         let mut w = Written::new(revision);
         for (i, e) in existed.iter().enumerate() {
             if *e {
                 w.set_existed(i);
             }
         }
-        // Other nodes' steps the feed has not got yet: all committed before our lock.
-        if *guard + 1 < revision {
-            let gap = self.stmt(&self.shared.sql.changes_between)?;
-            let rows = self.q(self
-                .tx
-                .query(&gap, &[&to_i64(*guard), &to_i64(revision - 1)]))?;
-            for row in &rows {
-                self.events.push(event_of(row)?);
-            }
-        }
-        // The step itself.
         let (mut pb, mut pk, mut pv, mut pc, mut pe, mut po) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         let (mut db, mut dk) = (vec![], vec![]);
@@ -713,17 +704,6 @@ impl Locked for View<'_> {
                 WriteOp::Delete { .. } => {}
             }
         }
-        let rev = to_i64(revision);
-        if !pb.is_empty() {
-            let stmt = self.stmt(&self.shared.sql.upsert)?;
-            self.q(self
-                .tx
-                .execute(&stmt, &[&rev, &pb, &pk, &pv, &pc, &pe, &po]))?;
-        }
-        if !db.is_empty() {
-            let stmt = self.stmt(&self.shared.sql.delete)?;
-            self.q(self.tx.execute(&stmt, &[&db, &dk]))?;
-        }
         let events = events_of(ops, &w);
         let seq: Vec<i32> = (0..events.len() as i32).collect();
         let eb: Vec<&str> = events.iter().map(|e| &*e.bucket).collect();
@@ -732,13 +712,60 @@ impl Locked for View<'_> {
         let ev: Vec<&[u8]> = events.iter().map(|e| &e.value[..]).collect();
         let ec: Vec<&[u8]> = events.iter().map(|e| &e.content_type[..]).collect();
         let ee: Vec<Option<i64>> = events.iter().map(|e| e.expires_at.map(to_i64)).collect();
-        let stmt = self.stmt(&self.shared.sql.insert_changes)?;
-        self.q(self
-            .tx
-            .execute(&stmt, &[&rev, &seq, &eb, &ek, &kind, &ev, &ec, &ee]))?;
-        let stmt = self.stmt(&self.shared.sql.notify)?;
+        let rev = to_i64(revision);
         let payload = format!("{} {revision}", self.shared.schema);
-        self.q(self.tx.execute(&stmt, &[&schema::CHANNEL, &payload]))?;
+        // Other nodes' steps the feed has not got yet: all committed before our lock.
+        let gap_from = (*guard + 1 < revision).then_some((to_i64(*guard), to_i64(revision - 1)));
+        let sql = &self.shared.sql;
+        let (bump, upsert, delete, changes, notify, gap) = (
+            self.stmt(&sql.bump_counter)?,
+            self.stmt(&sql.upsert)?,
+            self.stmt(&sql.delete)?,
+            self.stmt(&sql.insert_changes)?,
+            self.stmt(&sql.notify)?,
+            self.stmt(&sql.changes_between)?,
+        );
+        let tx = self.tx;
+        let (bumped, _, _, _, _, gap_rows) = self.q(async {
+            tokio::try_join!(
+                tx.query_one(&bump, &[]),
+                async {
+                    match pb.is_empty() {
+                        true => Ok(0),
+                        false => {
+                            tx.execute(&upsert, &[&rev, &pb, &pk, &pv, &pc, &pe, &po])
+                                .await
+                        }
+                    }
+                },
+                async {
+                    match db.is_empty() {
+                        true => Ok(0),
+                        false => tx.execute(&delete, &[&db, &dk]).await,
+                    }
+                },
+                async {
+                    let params: [&(dyn ToSql + Sync); 8] =
+                        [&rev, &seq, &eb, &ek, &kind, &ev, &ec, &ee];
+                    tx.execute(&changes, &params).await
+                },
+                async { tx.execute(&notify, &[&schema::CHANNEL, &payload]).await },
+                async {
+                    match &gap_from {
+                        None => Ok(Vec::new()),
+                        Some((from, upto)) => tx.query(&gap, &[from, upto]).await,
+                    }
+                },
+            )
+        })?;
+        if to_u64(bumped.try_get(0).map_err(err)?) != revision {
+            return Err(StoreError::internal(
+                "the revision counter moved under its lock",
+            ));
+        }
+        for row in &gap_rows {
+            self.events.push(event_of(row)?);
+        }
         self.events.extend(events);
         self.deltas = Some(deltas);
         self.revision = Some(revision);
