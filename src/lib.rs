@@ -14,8 +14,9 @@
 //! - [`handlers`] — plain handlers: admin plane, KV, watch (SSE), transactions, snapshots,
 //!   dev routes.
 //! - [`app`]      — the shared state of one server, request ids, open streams.
-//! - [`store`]    — the `Storage` contract, the `sled` and `mem` engines, group commit, the
-//!   change feed, the TTL sweeper, point-in-time dumps, per-tenant usage and storage quotas.
+//! - [`store`]    — the `Storage` contract, the `sled`, `mem` and `postgres` engines (the last
+//!   for N nodes over one database), group commit, the change feed, the TTL sweeper,
+//!   point-in-time dumps, per-tenant usage and storage quotas.
 //! - [`snapshot`] — the snapshot file format: header, key and system records, end line with
 //!   count and SHA-256; an incremental writer and a checking reader.
 //! - [`audit`]    — the audit trail: hash-chained JSON lines, durable on `sync`, rotation,
@@ -121,7 +122,20 @@ fn revoked_nonces(store: &dyn store::Storage) -> Result<Vec<[u8; 16]>, String> {
         let call = store.list(app::AUTH_BUCKET, "revoked/", after.as_deref(), opts);
         let page = match call.into_ready() {
             Ok(page) => page.map_err(|e| format!("cannot read revocations: {e}"))?,
-            Err(_) => return Err("cannot read revocations at boot: the engine is busy".into()),
+            // An engine whose reads wait (postgres) does the work on its own runtime: a
+            // short-lived thread awaits it, inside or outside the caller's runtime (boot only).
+            Err(pending) => std::thread::scope(|s| {
+                s.spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| format!("cannot read revocations: {e}"))?
+                        .block_on(pending)
+                        .map_err(|e| format!("cannot read revocations: {e}"))
+                })
+                .join()
+                .unwrap_or_else(|_| Err("cannot read revocations: the reader panicked".into()))
+            })?,
         };
         out.extend(page.keys.iter().filter_map(|k| {
             k.strip_prefix("revoked/")

@@ -3,7 +3,8 @@
 //! single-key `POST /v1/txn` (if etag or absent, then put, else get); the recorded history is
 //! checked by our Wing–Gong / Porcupine checker (tests/lincheck/).
 //!
-//! - (a) one server, sled (`durability = "sync"`) and mem;
+//! - (a) one server, sled (`durability = "sync"`) and mem; two postgres nodes over one schema
+//!   (clients split over both; needs `MICRONODE_TEST_PG_URL`);
 //! - (b) sled with clean restarts (SIGTERM, exit 0, start on the same data) between phases;
 //! - (c) sled with `kill -9` while requests are in flight, restart, continue: 3 rounds here,
 //!   more with `ROUNDS=n scripts/lincheck.sh` (docs/TESTING-LINEARIZABILITY.md).
@@ -75,6 +76,23 @@ fn a_no_restart_mem_is_linearizable() {
     assert_linearizable(
         "(a) mem, no restart",
         &scenario(Engine::Mem, Between::Nothing, 1, 2_000),
+    );
+}
+
+/// Two nodes over one PostgreSQL schema, clients split over both: one history.
+#[test]
+fn a_two_postgres_nodes_are_linearizable() {
+    if std::env::var("MICRONODE_TEST_PG_URL").is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "MICRONODE_TEST_PG_URL not set under CI=true (scripts/pg_cluster.sh start DIR)"
+        );
+        eprintln!("SKIPPED: MICRONODE_TEST_PG_URL not set (scripts/pg_cluster.sh start)");
+        return;
+    }
+    assert_linearizable(
+        "(a) postgres, two nodes",
+        &scenario(Engine::Postgres, Between::Nothing, 1, 2_000),
     );
 }
 

@@ -194,13 +194,36 @@ fn restore(path: &Path, config: &ConfigArgs) -> Result<ExitCode, Failure> {
              configure the sled engine (MICRONODE_STORAGE_ENGINE=sled, MICRONODE_STORAGE_PATH)",
         ));
     }
-    let dir = cfg.storage.path.clone();
-    check_empty(&dir)?;
+    let postgres = cfg.storage.effective_engine() == Engine::Postgres;
+    let dir = if postgres {
+        PathBuf::from(format!(
+            "schema {} (MICRONODE_PG_SCHEMA)",
+            cfg.postgres.schema
+        ))
+    } else {
+        cfg.storage.path.clone()
+    };
+    if !postgres {
+        check_empty(&dir)?;
+    }
     // Everything is checked before the first write: shape, count, hash, and names.
     let expected = check_names(path)?;
     // Speed: one flush at the end instead of one per step; `flush_blocking` makes it durable.
     cfg.storage.durability = Durability::Periodic;
     let store = micronode::open_store_offline(&cfg).map_err(Failure::new)?;
+    if postgres {
+        // The same rule as a data directory: only into an empty keyspace.
+        let any = store
+            .scan(None, 1, 0)
+            .map_err(|e| Failure::new(e.to_string()))?;
+        if !any.is_empty() {
+            return Err(Failure::new(format!(
+                "refusing to restore into {}: it holds records; restore only into a new or \
+                 empty schema",
+                dir.display()
+            )));
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -129,6 +129,10 @@ knobs! {
                     return Err("engine \"sled\" writes to disk, which amnesia mode \
                                 (MICRONODE_AMNESIA=1) forbids".to_owned());
                 }
+                if cfg.storage.amnesia && *engine == Some(Engine::Postgres) {
+                    return Err("engine \"postgres\" keeps data in a database, which amnesia \
+                                mode (MICRONODE_AMNESIA=1) forbids".to_owned());
+                }
                 Ok(())
             },
             serde(skip_serializing_if = "Option::is_none");
@@ -149,6 +153,30 @@ knobs! {
             env "MICRONODE_STORAGE_CACHE_BYTES", range 1 << 20..=1 << 40;
         /// RAM only: forces `mem`; an explicit `sled` engine is a config error.
         amnesia: bool = false, env "MICRONODE_AMNESIA";
+    }
+
+    /// The `postgres` engine: N nodes over one database (docs/STORAGE.md, "PostgreSQL engine").
+    [postgres] PostgresCfg {
+        /// Connection URL, `postgres://user[:password]@host[:port]/database`.
+        /// Required when the engine is `postgres`. Plain TCP (no TLS): keep the database on a
+        /// private network. `--check-config` prints the URL as given, password included.
+        url: String = String::new(), env "MICRONODE_PG_URL",
+            check |cfg, url| {
+                if cfg.storage.effective_engine() == Engine::Postgres && url.trim().is_empty() {
+                    return Err("the postgres engine needs a database: set MICRONODE_PG_URL \
+                                (postgres://user@host:port/database)".to_owned());
+                }
+                Ok(())
+            };
+        /// Connections in this node's pool; every write holds one until it commits.
+        pool_size: usize = 16, env "MICRONODE_PG_POOL_SIZE", range 1..=1_024;
+        /// Connecting, and waiting for a pooled connection; past it the call is 503.
+        connect_timeout_ms: u64 = 5_000,
+            env "MICRONODE_PG_CONNECT_TIMEOUT_MS", range 1..=600_000;
+        /// The schema holding the engine's tables, created and migrated at boot.
+        /// Lowercase letters, digits and `_`, starting with a letter or `_`, at most 63.
+        schema: String = "micronode".to_owned(), env "MICRONODE_PG_SCHEMA",
+            check |_, schema| valid_pg_schema(schema);
     }
 
     /// The readiness probe.
@@ -319,6 +347,27 @@ pub fn parse_origins(raw: &str) -> Result<Option<Vec<String>>, String> {
     Ok(Some(out))
 }
 
+/// Whether `schema` is a PostgreSQL schema name the engine accepts (it is spliced into SQL,
+/// so only plain lowercase identifiers: `[a-z_][a-z0-9_]{0,62}`).
+pub fn valid_pg_schema(schema: &str) -> Result<(), String> {
+    let ok = schema.len() <= 63
+        && schema
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{schema:?} is not a schema name: lowercase letters, digits and _, starting with a \
+             letter or _, at most 63 bytes"
+        ))
+    }
+}
+
 /// The limits of one tenant, `[tenants.<id>]`; `[tenants.default]` is both the tenant of
 /// requests without a token and the limits of every tenant without a section of its own.
 /// Unset = unlimited. Changing them needs a restart.
@@ -445,6 +494,7 @@ impl TlsCfg {
 pub enum Engine {
     Sled,
     Mem,
+    Postgres,
 }
 
 /// Whether tokens are required (docs/SECURITY.md).
@@ -460,7 +510,7 @@ impl KnobEnum for AuthMode {
 }
 
 impl KnobEnum for Engine {
-    const ALL: &'static [Self] = &[Self::Sled, Self::Mem];
+    const ALL: &'static [Self] = &[Self::Sled, Self::Mem, Self::Postgres];
 }
 
 /// What a 2xx write waits for (docs/STORAGE.md).
@@ -853,7 +903,9 @@ mod tests {
             ),
         ] {
             for name in &names {
-                load(None, &[(var, name)]).unwrap_or_else(|e| panic!("{var}={name}: {e}"));
+                // The postgres engine needs a URL; the value itself is all this test judges.
+                let url = ("MICRONODE_PG_URL", "postgres://u@127.0.0.1/db");
+                load(None, &[(var, name), url]).unwrap_or_else(|e| panic!("{var}={name}: {e}"));
             }
             let err = load(None, &[(var, "nope")]).expect_err(var);
             for name in &names {
@@ -983,6 +1035,25 @@ mod tests {
             &[("MICRONODE_STORAGE_PATH", ""), ("MICRONODE_AMNESIA", "1")],
         )
         .expect("amnesia needs no path");
+        let err = load(None, &[("MICRONODE_STORAGE_ENGINE", "postgres")])
+            .expect_err("postgres needs a URL");
+        assert!(err.to_string().contains("MICRONODE_PG_URL"), "{err}");
+        let pg = [
+            ("MICRONODE_STORAGE_ENGINE", "postgres"),
+            ("MICRONODE_PG_URL", "postgres://u@127.0.0.1/db"),
+            ("MICRONODE_STORAGE_PATH", ""),
+        ];
+        let c = load(None, &pg).expect("postgres needs no path");
+        assert_eq!(
+            (c.postgres.pool_size, c.postgres.connect_timeout_ms),
+            (16, 5_000)
+        );
+        assert_eq!(c.postgres.schema, "micronode");
+        for bad in ["", "Micronode", "1x", "a-b", "a;drop"] {
+            let env = [pg[0], pg[1], ("MICRONODE_PG_SCHEMA", bad)];
+            let err = load(None, &env).expect_err(bad);
+            assert!(err.to_string().contains("MICRONODE_PG_SCHEMA"), "{err}");
+        }
         let err = load(None, &[("MICRONODE_STORAGE_PATH", "")]).expect_err("sled needs one");
         assert!(
             err.to_string()

@@ -67,10 +67,10 @@ pub async fn get_snapshot(cx: Cx<'_>) -> Result<Resp, ApiError> {
 }
 
 /// Where the dump spools: beside the data directory for `sled` (the same disk, which has
-/// room for the data), the temp directory for `mem`.
+/// room for the data), the temp directory for `mem` and `postgres`.
 fn spool_dir(app: &crate::app::App) -> PathBuf {
     match app.cfg.storage.effective_engine() {
-        Engine::Mem => std::env::temp_dir(),
+        Engine::Mem | Engine::Postgres => std::env::temp_dir(),
         Engine::Sled => match app.cfg.storage.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),

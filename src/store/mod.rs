@@ -11,6 +11,7 @@ mod call;
 pub mod dump;
 pub mod feed;
 pub mod mem;
+pub mod postgres;
 pub mod sled_engine;
 pub mod ttl;
 pub mod usage;
@@ -640,6 +641,10 @@ pub fn open(
         Engine::Mem => Ok(Arc::new(mem::MemStore::new(cfg.watch.history, usage))),
         Engine::Sled => {
             let s = sled_engine::SledStore::open(&cfg.storage, cfg.watch.history, metrics, usage)?;
+            Ok(Arc::new(s))
+        }
+        Engine::Postgres => {
+            let s = postgres::PgStore::open(&cfg.postgres, cfg.watch.history, usage)?;
             Ok(Arc::new(s))
         }
     }

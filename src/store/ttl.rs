@@ -35,6 +35,11 @@ pub async fn sweeper(
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Checked before the timer too: a sweep that blocked (an engine's `expired` waiting
+        // on the network) may end after shutdown began, when the runtime's timers are gone.
+        if *stop.borrow() {
+            return;
+        }
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,

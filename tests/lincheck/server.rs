@@ -7,11 +7,22 @@ use std::path::Path;
 
 use crate::support::ChildServer;
 
-/// `sled` with `durability = "sync"`, or `mem`.
+/// `sled` with `durability = "sync"`, `mem`, or `postgres` (the database at
+/// `MICRONODE_TEST_PG_URL`; every server started on the same `data` path shares one schema,
+/// so the workload runs two nodes over it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     SledSync,
     Mem,
+    Postgres,
+}
+
+/// The postgres schema of the servers started on `data`: one per scenario directory.
+fn schema_of(data: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    format!("lincheck_{}_{:016x}", std::process::id(), h.finish())
 }
 
 pub struct Server {
@@ -24,12 +35,20 @@ impl Server {
     pub fn start(engine: Engine, data: &Path) -> Server {
         let path = data.to_str().expect("temp paths are UTF-8");
         let mut env = vec![("MICRONODE_STORAGE_PATH", path)];
+        let (url, schema);
         match engine {
             Engine::SledSync => {
                 env.push(("MICRONODE_STORAGE_ENGINE", "sled"));
                 env.push(("MICRONODE_DURABILITY", "sync"));
             }
             Engine::Mem => env.push(("MICRONODE_STORAGE_ENGINE", "mem")),
+            Engine::Postgres => {
+                url = std::env::var("MICRONODE_TEST_PG_URL").expect("MICRONODE_TEST_PG_URL");
+                schema = schema_of(data);
+                env.push(("MICRONODE_STORAGE_ENGINE", "postgres"));
+                env.push(("MICRONODE_PG_URL", &url));
+                env.push(("MICRONODE_PG_SCHEMA", &schema));
+            }
         }
         let cwd = data.parent().expect("the data directory has a parent");
         let inner = ChildServer::start(&env, cwd);

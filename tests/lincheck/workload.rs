@@ -133,6 +133,11 @@ pub fn run(scn: &Scenario) -> (History, Stats) {
     let mut rng = Rng::new(scn.seed);
     let mut server = Server::start(scn.engine, &data);
     rec.event(format!("server started (pid {})", server.pid()));
+    // postgres: a second node over the same schema; odd clients talk to it.
+    let mut second = (scn.engine == Engine::Postgres).then(|| Server::start(scn.engine, &data));
+    if let Some(s) = &second {
+        rec.event(format!("second node started (pid {})", s.pid()));
+    }
     for phase in 0..scn.phases {
         let last = phase + 1 == scn.phases;
         let stop = Arc::new(AtomicBool::new(false));
@@ -141,9 +146,13 @@ pub fn run(scn: &Scenario) -> (History, Stats) {
         let deadline = Instant::now() + PHASE_TIME;
         let tasks: Vec<_> = (0..scn.clients)
             .map(|c| {
+                let addr = match &second {
+                    Some(s) if c % 2 == 1 => s.addr,
+                    _ => server.addr,
+                };
                 let client = ClientCfg {
                     id: phase * scn.clients + c,
-                    addr: server.addr,
+                    addr,
                     keys: scn.keys,
                     ops: scn.ops_per_phase,
                     deadline,
@@ -207,6 +216,9 @@ pub fn run(scn: &Scenario) -> (History, Stats) {
     rt.block_on(read_all(final_client, Arc::clone(&rec)));
     let code = server.stop();
     assert_eq!(code, Some(0), "clean stop at the end exits 0");
+    if let Some(s) = &mut second {
+        assert_eq!(s.stop(), Some(0), "the second node's clean stop exits 0");
+    }
     let history = rec.snapshot();
     stats.ops = history.ops.len();
     stats.indeterminate = history.ops.iter().filter(|o| o.ret.is_none()).count();

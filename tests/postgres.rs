@@ -1,0 +1,460 @@
+//! The postgres engine over HTTP, against a real PostgreSQL (`MICRONODE_TEST_PG_URL`, see
+//! scripts/pg_cluster.sh): one node doing every KV route, then two nodes over one schema
+//! (a CAS race split over both, a watcher on one seeing the other's writes in order).
+//!
+//! Without `MICRONODE_TEST_PG_URL` each test prints `SKIPPED` and passes — except under
+//! `CI=true`, where it fails: CI must never go green by skipping.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+use support::{Response, Sse, SseItem, TestServer, request};
+
+/// The test database's URL, or `None` (after a loud line) when there is none.
+fn pg_url() -> Option<String> {
+    match std::env::var("MICRONODE_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "MICRONODE_TEST_PG_URL not set under CI=true (scripts/pg_cluster.sh start DIR)"
+            );
+            eprintln!("SKIPPED: MICRONODE_TEST_PG_URL not set (scripts/pg_cluster.sh start)");
+            None
+        }
+    }
+}
+
+/// A schema no other test uses (tests share one database and run in parallel).
+fn fresh_schema() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "mn_http_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A node on the postgres engine over `schema`.
+fn node(url: &str, schema: &str) -> TestServer {
+    TestServer::start(&[
+        ("MICRONODE_STORAGE_ENGINE", "postgres"),
+        ("MICRONODE_PG_URL", url),
+        ("MICRONODE_PG_SCHEMA", schema),
+        ("MICRONODE_PG_POOL_SIZE", "8"),
+    ])
+}
+
+fn put(addr: SocketAddr, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Response {
+    request(addr, "PUT", path, headers, Some(body))
+}
+
+fn etag(r: &Response) -> String {
+    r.header("etag").expect("an ETag").to_owned()
+}
+
+fn rev_of(tag: &str) -> u64 {
+    tag.trim_matches('"').parse().expect("numeric ETag")
+}
+
+#[test]
+fn every_kv_route_works_on_postgres() {
+    let Some(url) = pg_url() else { return };
+    let s = node(&url, &fresh_schema());
+
+    let r = put(
+        s.addr,
+        "/v1/kv/b/k",
+        b"one",
+        &[("content-type", "text/plain")],
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let e1 = etag(&r);
+    let r = s.get("/v1/kv/b/k");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"one"[..]));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("etag"), Some(e1.as_str()));
+
+    // CAS: the current ETag wins once, the stale one loses.
+    let r = put(s.addr, "/v1/kv/b/k", b"two", &[("if-match", &e1)]);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let e2 = etag(&r);
+    assert!(rev_of(&e2) > rev_of(&e1));
+    let r = put(s.addr, "/v1/kv/b/k", b"three", &[("if-match", &e1)]);
+    assert_eq!(r.status, 412, "{}", r.text());
+    let r = put(s.addr, "/v1/kv/b/k", b"x", &[("if-none-match", "*")]);
+    assert_eq!(r.status, 412, "create-only on an existing key");
+    assert_eq!(s.get("/v1/kv/b/k").body, b"two");
+
+    // Listing: byte order, prefix, paging.
+    for k in ["a/2", "a/1", "a/10", "c", "\u{e9}"] {
+        let path = format!("/v1/kv/l/{}", k.replace('\u{e9}', "%C3%A9"));
+        assert_eq!(put(s.addr, &path, b"v", &[]).status, 201);
+    }
+    let v = s.get("/v1/kv/l").json();
+    assert_eq!(v["keys"], json!(["a/1", "a/10", "a/2", "c", "\u{e9}"]));
+    let v = s.get("/v1/kv/l?prefix=a/&limit=2").json();
+    assert_eq!(v["keys"], json!(["a/1", "a/10"]));
+
+    // Transaction: compares, then one branch under one revision.
+    let body = json!({
+        "if": [{"bucket": "b", "key": "k", "etag": e2}, {"bucket": "b", "key": "n", "exists": false}],
+        "then": [
+            {"op": "put", "bucket": "b", "key": "k", "value": BASE64.encode(b"t")},
+            {"op": "put", "bucket": "b", "key": "n", "value": BASE64.encode(b"new")},
+            {"op": "get", "bucket": "b", "key": "k"},
+        ],
+        "else": [{"op": "get", "bucket": "b", "key": "k"}],
+    });
+    let txn = |body: &Value| {
+        request(
+            s.addr,
+            "POST",
+            "/v1/txn",
+            &[("content-type", "application/json")],
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    let r = txn(&body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["succeeded"], true);
+    let tag = format!("\"{}\"", v["revision"].as_u64().expect("revision"));
+    assert_eq!(s.get("/v1/kv/b/n").header("etag"), Some(tag.as_str()));
+    assert_eq!(s.get("/v1/kv/b/k").body, b"t");
+    let v = txn(&body).json();
+    assert_eq!(v["succeeded"], false, "the compares no longer hold");
+
+    // DELETE: once, then 404.
+    assert_eq!(
+        request(s.addr, "DELETE", "/v1/kv/b/k", &[], None).status,
+        204
+    );
+    assert_eq!(
+        request(s.addr, "DELETE", "/v1/kv/b/k", &[], None).status,
+        404
+    );
+    assert_eq!(s.get("/v1/kv/b/k").status, 404);
+    s.still_serves();
+}
+
+#[test]
+fn two_nodes_thirty_two_cas_writers_one_etag_exactly_one_wins() {
+    let Some(url) = pg_url() else { return };
+    let schema = fresh_schema();
+    // Both nodes boot at once: the migrations queue on the advisory lock.
+    let (a, b) = std::thread::scope(|sc| {
+        let a = sc.spawn(|| node(&url, &schema));
+        let b = sc.spawn(|| node(&url, &schema));
+        (
+            a.join().expect("node a boots"),
+            b.join().expect("node b boots"),
+        )
+    });
+    let r = put(a.addr, "/v1/kv/race/k", b"start", &[]);
+    assert_eq!(r.status, 201);
+    let tag = etag(&r);
+    assert_eq!(b.get("/v1/kv/race/k").header("etag"), Some(tag.as_str()));
+
+    let n = 32;
+    let barrier = Arc::new(Barrier::new(n));
+    let addrs = [a.addr, b.addr];
+    let statuses: Vec<u16> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, tag) = (Arc::clone(&barrier), tag.clone());
+                let addr = addrs[i % 2];
+                sc.spawn(move || {
+                    let body = format!("writer {i}");
+                    barrier.wait();
+                    put(
+                        addr,
+                        "/v1/kv/race/k",
+                        body.as_bytes(),
+                        &[("if-match", &tag)],
+                    )
+                    .status
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writer"))
+            .collect()
+    });
+    let won = statuses.iter().filter(|s| (200..300).contains(*s)).count();
+    let lost = statuses.iter().filter(|s| **s == 412).count();
+    assert_eq!((won, lost), (1, n - 1), "statuses: {statuses:?}");
+    let (ga, gb) = (a.get("/v1/kv/race/k"), b.get("/v1/kv/race/k"));
+    assert_eq!(ga.body, gb.body, "both nodes read the winner");
+    assert_eq!(ga.header("etag"), gb.header("etag"));
+}
+
+#[test]
+fn a_watcher_on_one_node_sees_the_other_nodes_writes_in_order() {
+    let Some(url) = pg_url() else { return };
+    let schema = fresh_schema();
+    let a = node(&url, &schema);
+    let b = node(&url, &schema);
+    let mut w = Sse::open(b.addr, "/v1/watch/w", &[])
+        .unwrap_or_else(|r| panic!("watch: {} {}", r.status, r.text()));
+    assert_eq!(w.next_item(), Some(SseItem::Comment("watching".into())));
+    // Writes from both nodes, interleaved; the watcher on B must see all, in revision order.
+    let mut want = Vec::new();
+    for i in 0..12 {
+        let node = if i % 3 == 0 { &b } else { &a };
+        let r = put(
+            node.addr,
+            &format!("/v1/kv/w/k{i}"),
+            format!("{i}").as_bytes(),
+            &[],
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        want.push((format!("k{i}"), rev_of(&etag(&r))));
+    }
+    let r = request(a.addr, "DELETE", "/v1/kv/w/k1", &[], None);
+    assert_eq!(r.status, 204);
+    let mut got = Vec::new();
+    while got.len() < want.len() + 1 {
+        match w.next_event() {
+            Some(SseItem::Event { id, event, data }) => {
+                let key = data["key"].as_str().expect("key").to_owned();
+                got.push((event, key, id.expect("an id")));
+            }
+            other => panic!("stream ended early: {other:?} after {got:?}"),
+        }
+    }
+    for (i, (key, rev)) in want.iter().enumerate() {
+        assert_eq!(
+            (got[i].0.as_str(), &got[i].1, got[i].2),
+            ("put", key, *rev),
+            "{got:?}"
+        );
+    }
+    let last = got.last().expect("the delete");
+    assert_eq!((last.0.as_str(), last.1.as_str()), ("delete", "k1"));
+    assert!(got.windows(2).all(|p| p[0].2 < p[1].2), "{got:?}");
+}
+
+#[test]
+fn boot_fails_fast_naming_the_cause_when_the_database_is_unreachable() {
+    // Port 1 on loopback: connection refused at once.
+    let cfg = micronode::config::Config::load(None, |k| match k {
+        "MICRONODE_STORAGE_ENGINE" => Some("postgres".into()),
+        "MICRONODE_PG_URL" => Some("postgres://nobody@127.0.0.1:1/none".into()),
+        "MICRONODE_PG_CONNECT_TIMEOUT_MS" => Some("2000".into()),
+        _ => None,
+    })
+    .expect("config is valid");
+    let started = std::time::Instant::now();
+    let err = micronode::build_app(cfg).expect_err("no database");
+    assert!(err.contains("postgres engine"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // The binary opens the store inside its runtime: exit 1 with one line, no panic.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, _, err) = support::run_binary(
+        &[],
+        &[
+            ("MICRONODE_STORAGE_ENGINE", "postgres"),
+            ("MICRONODE_PG_URL", "postgres://nobody@127.0.0.1:1/none"),
+            ("MICRONODE_BIND_ADDR", "127.0.0.1:0"),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("postgres engine"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_snapshot_of_a_postgres_node_restores_into_an_empty_schema_only() {
+    let Some(url) = pg_url() else { return };
+    let a = node(&url, &fresh_schema());
+    for i in 0..20 {
+        let r = put(
+            a.addr,
+            &format!("/v1/kv/s/k{i:02}"),
+            format!("v{i}").as_bytes(),
+            &[],
+        );
+        assert_eq!(r.status, 201);
+    }
+    assert_eq!(
+        request(a.addr, "DELETE", "/v1/kv/s/k03", &[], None).status,
+        204
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("snap.ndjson").display().to_string();
+    let base = format!("http://{}", a.addr);
+    let (code, out, err) = support::run_binary(
+        &["snapshot", "save", &file],
+        &[("MICRONODE_URL", base.as_str())],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "snapshot save: {out} {err}");
+
+    let target = fresh_schema();
+    let env = [
+        ("MICRONODE_STORAGE_ENGINE", "postgres"),
+        ("MICRONODE_PG_URL", url.as_str()),
+        ("MICRONODE_PG_SCHEMA", target.as_str()),
+    ];
+    let (code, out, err) = support::run_binary(&["snapshot", "restore", &file], &env, dir.path());
+    assert_eq!(code, 0, "restore: {out} {err}");
+    assert!(out.contains("\"restored\":19"), "{out}");
+    let b = node(&url, &target);
+    let v = b.get("/v1/kv/s?limit=100").json();
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(19));
+    assert_eq!(b.get("/v1/kv/s/k07").body, b"v7");
+    assert_eq!(b.get("/v1/kv/s/k03").status, 404);
+
+    // Not into a schema that holds records.
+    let (code, _, err) = support::run_binary(&["snapshot", "restore", &file], &env, dir.path());
+    assert_ne!(code, 0, "a second restore into the same schema is refused");
+    assert!(err.contains("holds records"), "{err}");
+}
+
+/// A private cluster (scripts/pg_cluster.sh) this test may stop and start; stopped on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Cluster {
+    fn script(cmd: &str, dir: &std::path::Path) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg_cluster.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(cmd)
+            .arg(dir)
+            .output()
+            .expect("run scripts/pg_cluster.sh");
+        assert!(
+            out.status.success(),
+            "pg_cluster.sh {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Cluster::script("start", dir.path());
+        let url = out
+            .lines()
+            .find_map(|l| l.strip_prefix("MICRONODE_TEST_PG_URL="))
+            .expect("the script prints the URL")
+            .to_owned();
+        Cluster { dir, url }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg_cluster.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+#[test]
+fn a_database_outage_is_503_with_retry_after_then_heals_without_a_restart() {
+    // Runs wherever the other tests run (it needs PostgreSQL installed), on its own cluster.
+    if pg_url().is_none() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let s = node(&cluster.url, &fresh_schema());
+    assert_eq!(put(s.addr, "/v1/kv/o/before", b"kept", &[]).status, 201);
+    assert_eq!(s.metric("micronode_storage_up"), 1.0);
+
+    Cluster::script("stop", cluster.dir.path());
+    let r = support::poll("a 503 while the database is down", || {
+        let r = put(s.addr, "/v1/kv/o/during", b"x", &[]);
+        (r.status != 201).then_some(r)
+    });
+    r.assert_error(503, "storage_unavailable", true);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(s.get("/v1/kv/o/before").status, 503, "reads too");
+    assert_eq!(s.metric("micronode_storage_up"), 0.0);
+    assert_eq!(s.get("/readyz").status, 503);
+
+    Cluster::script("resume", cluster.dir.path());
+    support::poll("writes again once the database is back", || {
+        (put(s.addr, "/v1/kv/o/after", b"y", &[]).status == 201).then_some(())
+    });
+    assert_eq!(s.metric("micronode_storage_up"), 1.0);
+    assert_eq!(s.get("/v1/kv/o/before").body, b"kept");
+    assert_eq!(
+        s.get("/v1/kv/o/during").status,
+        404,
+        "the refused write left nothing"
+    );
+}
+
+#[test]
+fn two_sweepers_expire_a_record_once() {
+    let Some(url) = pg_url() else { return };
+    let schema = fresh_schema();
+    let a = node(&url, &schema);
+    let b = node(&url, &schema);
+    let mut w = Sse::open(b.addr, "/v1/watch/e", &[])
+        .unwrap_or_else(|r| panic!("watch: {} {}", r.status, r.text()));
+    assert_eq!(w.next_item(), Some(SseItem::Comment("watching".into())));
+    let r = put(a.addr, "/v1/kv/e/k?ttl=1", b"short", &[]);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut kinds = Vec::new();
+    let next = |w: &mut Sse| match w.next_event() {
+        Some(SseItem::Event { event, data, .. }) => {
+            (event, data["key"].as_str().unwrap_or("").to_owned())
+        }
+        other => panic!("stream ended early: {other:?}"),
+    };
+    kinds.push(next(&mut w));
+    // Both nodes sweep; one `expire` delete wins, the other's condition fails.
+    kinds.push(next(&mut w));
+    assert_eq!(a.get("/v1/kv/e/k").status, 404);
+    assert_eq!(b.get("/v1/kv/e/k").status, 404);
+    // A marker write: the next event must be it, not a second expire.
+    assert_eq!(put(a.addr, "/v1/kv/e/marker", b"m", &[]).status, 201);
+    kinds.push(next(&mut w));
+    let want = [("put", "k"), ("expire", "k"), ("put", "marker")];
+    let got: Vec<(&str, &str)> = kinds
+        .iter()
+        .map(|(e, k)| (e.as_str(), k.as_str()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn the_binary_serves_on_postgres_and_stops_cleanly_on_sigterm() {
+    let Some(url) = pg_url() else { return };
+    let schema = fresh_schema();
+    let env = [
+        ("MICRONODE_STORAGE_ENGINE", "postgres"),
+        ("MICRONODE_PG_URL", url.as_str()),
+        ("MICRONODE_PG_SCHEMA", schema.as_str()),
+    ];
+    let mut s = support::ChildServer::spawn(&env);
+    assert_eq!(put(s.addr, "/v1/kv/c/k", b"v", &[]).status, 201);
+    assert_eq!(s.get("/readyz").status, 200);
+    s.signal("TERM");
+    assert_eq!(s.wait_exit(), Some(0), "{}", s.logs());
+    assert!(!s.logs().contains("panicked"), "{}", s.logs());
+    // A second node process over the same schema reads what the first wrote.
+    let t = support::ChildServer::spawn(&env);
+    assert_eq!(t.get("/v1/kv/c/k").body, b"v");
+}
