@@ -644,6 +644,55 @@ pub fn valid_request_id(v: &HeaderValue) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
+/// Keeps this node's revoked nonces in step with the engine's change feed: a revocation
+/// written by another node sharing the engine (PostgreSQL) reaches this node's feed within the
+/// feed's delivery time (about a second), and from then on the token is refused here too.
+/// Revocations made on this node are already in its set; seeing them again changes nothing.
+/// If the feed has dropped events this node did not read, the whole list is read again from
+/// the engine.
+pub async fn follow_revocations(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(state) = &app.auth else { return };
+    let feed = app.store.feed();
+    let mut cursor = feed.released();
+    let is_revocation = |e: &crate::store::Event| {
+        &*e.bucket == AUTH_BUCKET && e.kind == crate::store::EventKind::Put
+    };
+    loop {
+        let changed = feed.changed();
+        let mut events = Vec::new();
+        let read = feed.read(&mut cursor, is_revocation, usize::MAX, 1024, &mut events);
+        if matches!(read, crate::store::feed::Read::Compacted) {
+            cursor = feed.released();
+            let store = Arc::clone(&app.store);
+            match tokio::task::spawn_blocking(move || crate::revoked_nonces(&*store)).await {
+                Ok(Ok(all)) => all.into_iter().for_each(|n| state.revoke(n)),
+                Ok(Err(e)) => tracing::error!(cause = %e, "cannot re-read the revocations"),
+                Err(e) => tracing::error!(cause = %e, "cannot re-read the revocations"),
+            }
+        }
+        let full = events.len() == 1024;
+        for e in events {
+            if let Some(nonce) = e
+                .key
+                .strip_prefix("revoked/")
+                .and_then(crate::auth::token::parse_nonce_hex)
+            {
+                state.revoke(nonce);
+            }
+        }
+        if full {
+            continue;
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            () = changed => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

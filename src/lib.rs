@@ -111,7 +111,7 @@ pub fn build_app_with(
 }
 
 /// The revoked token nonces kept in the engine (`_auth/revoked/<hex>`).
-fn revoked_nonces(store: &dyn store::Storage) -> Result<Vec<[u8; 16]>, String> {
+pub(crate) fn revoked_nonces(store: &dyn store::Storage) -> Result<Vec<[u8; 16]>, String> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {

@@ -96,6 +96,12 @@ pub async fn run_with<T: Transport>(
         app.streams.stopping(),
         expire_log,
     ));
+    if app.auth.is_some() {
+        tokio::spawn(crate::app::follow_revocations(
+            Arc::clone(&app),
+            app.streams.stopping(),
+        ));
+    }
 
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);

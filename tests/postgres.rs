@@ -458,3 +458,55 @@ fn the_binary_serves_on_postgres_and_stops_cleanly_on_sigterm() {
     let t = support::ChildServer::spawn(&env);
     assert_eq!(t.get("/v1/kv/c/k").body, b"v");
 }
+
+#[test]
+fn a_token_revoked_on_one_node_is_refused_by_the_other() {
+    use micronode::auth::{keyring, mint, now_unix};
+    let Some(url) = pg_url() else { return };
+    let schema = fresh_schema();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys_path = dir.path().join("keys.toml");
+    let keys = keyring::init(&keys_path, now_unix()).expect("key ring");
+    let keys_env = keys_path.display().to_string();
+    let start = || {
+        TestServer::start(&[
+            ("MICRONODE_STORAGE_ENGINE", "postgres"),
+            ("MICRONODE_PG_URL", url.as_str()),
+            ("MICRONODE_PG_SCHEMA", schema.as_str()),
+            ("MICRONODE_PG_POOL_SIZE", "8"),
+            ("MICRONODE_AUTH", "on"),
+            ("MICRONODE_AUTH_KEYS_FILE", keys_env.as_str()),
+        ])
+    };
+    let (a, b) = (start(), start());
+    let admin = format!("Bearer {}", mint(keys.newest(), "ops", &[]).expect("mint"));
+    let user = mint(keys.newest(), "acme", &[]).expect("mint");
+    let bearer = format!("Bearer {user}");
+    let get = |addr| {
+        request(
+            addr,
+            "GET",
+            "/v1/kv/b/k",
+            &[("authorization", &bearer)],
+            None,
+        )
+    };
+    assert_eq!(get(b.addr).status, 404, "valid on B before");
+    let body = json!({ "token": user }).to_string();
+    let r = request(
+        a.addr,
+        "POST",
+        "/v1/auth/revoke",
+        &[("authorization", &admin)],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(a.addr).status, 401, "refused on A at once");
+    // B learns it from the shared change feed (LISTEN/NOTIFY, or the 1 s poll); the time it
+    // takes is reported, not asserted.
+    let since = std::time::Instant::now();
+    support::poll("B to refuse the revoked token", || {
+        (get(b.addr).status == 401).then_some(())
+    });
+    eprintln!("revocation reached the other node in {:?}", since.elapsed());
+}
