@@ -209,6 +209,7 @@ impl App {
             watchers: self.streams.watchers(),
             store_revision: self.store.revision(),
             tenants: self.tenant_series(),
+            pool_connections: self.store.pool_connections(),
         }
     }
 

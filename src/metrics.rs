@@ -277,6 +277,8 @@ pub struct Gauges {
     pub store_revision: u64,
     /// Per-tenant series (empty while neither auth nor tenant limits are on).
     pub tenants: Vec<TenantSeries>,
+    /// The storage engine's pooled database connections, `(idle, busy)` (postgres only).
+    pub pool_connections: Option<(usize, usize)>,
 }
 
 /// `micronode_tenant_requests_total{result}` labels, in index order.
@@ -686,6 +688,18 @@ impl Metrics {
             "micronode_storage_up {}",
             u8::from(self.storage_up.load(Relaxed))
         );
+        if let Some((idle, busy)) = gauges.pool_connections {
+            out.push_str("# HELP micronode_storage_pool_connections The storage engine's open database connections, idle or busy (postgres).\n");
+            out.push_str("# TYPE micronode_storage_pool_connections gauge\n");
+            let _ = writeln!(
+                out,
+                "micronode_storage_pool_connections{{state=\"idle\"}} {idle}"
+            );
+            let _ = writeln!(
+                out,
+                "micronode_storage_pool_connections{{state=\"busy\"}} {busy}"
+            );
+        }
 
         out.push_str(
             "# HELP micronode_store_revision The newest store revision answers may show.\n",

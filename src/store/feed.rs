@@ -123,6 +123,19 @@ impl Feed {
         self.released.fetch_max(revision, Ordering::AcqRel);
     }
 
+    /// Drops the whole history and restarts the feed after `revision`: the engine can no
+    /// longer give the events before it (a shared change log pruned them before this node
+    /// read them). Watchers whose cursor is behind read [`Read::Compacted`].
+    pub(crate) fn skip_to(&self, revision: u64) {
+        if let Ok(mut ring) = self.ring.write() {
+            ring.events.clear();
+            ring.bytes = 0;
+            ring.floor = ring.floor.max(revision);
+        }
+        self.release(revision);
+        self.wake.notify_waiters();
+    }
+
     /// Appends the events of one applied step, all under one revision higher than any before
     /// (the engine's writer lock guarantees the order).
     pub fn append(&self, events: impl IntoIterator<Item = Event>) {

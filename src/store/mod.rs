@@ -357,6 +357,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The per-tenant usage this engine keeps, when tracked.
     fn usage(&self) -> Option<&usage::Usage>;
 
+    /// The engine's database connections, `(idle, busy)`, when it has a pool (postgres).
+    fn pool_connections(&self) -> Option<(usize, usize)> {
+        None
+    }
+
     /// Flushes everything to stable storage now and stops background work (shutdown).
     /// Blocking.
     fn flush_blocking(&self) -> Result<(), StoreError>;

@@ -4,10 +4,12 @@
 //! tenant's usage is the keys it owns and their bytes (bucket + key + value). Engines keep it
 //! exact by judging each write step under their writer lock: the step's [`Deltas`] are checked
 //! against the limits before anything is written (over a limit → [`ErrorKind::Quota`],
-//! nothing stored) and added once the step is applied. Usage is never stored apart from the
-//! records: an engine rebuilds it from its records when it opens, so after a restart or a
-//! crash it is exactly what the surviving records add up to. System records (owner
-//! [`SYSTEM`]) count for nobody.
+//! nothing stored) and added once the step is applied. The local engines never store usage
+//! apart from the records: they rebuild it from their records when they open, so after a
+//! restart or a crash it is exactly what the surviving records add up to. The postgres
+//! engine, shared by several nodes, keeps it in a table written in each step's transaction
+//! and judges steps on that table's counts ([`Usage::judge`]); this tracker then holds the
+//! latest counts read ([`Usage::set`]). System records (owner [`SYSTEM`]) count for nobody.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,6 +57,11 @@ pub struct Deltas {
 }
 
 impl Deltas {
+    /// Each owner's summed change: `(owner, bytes, keys)`.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i64, i64)> {
+        self.v.iter().map(|(o, b, k)| (&**o, *b, *k))
+    }
+
     /// `owner` gains (or, with `sign` -1, loses) one record of `bytes` bytes.
     pub fn add(&mut self, owner: &str, bytes: u64, sign: i64) {
         if owner == SYSTEM {
@@ -76,7 +83,15 @@ impl Deltas {
 pub struct Usage {
     limits: HashMap<String, Limits>,
     fallback: Limits,
-    counts: Mutex<HashMap<Box<str>, Counts>>,
+    counts: Mutex<HashMap<Box<str>, Entry>>,
+}
+
+/// One tenant's counts, and the revision they were read at when an engine that shares its
+/// counts with other nodes set them ([`Usage::set`]; 0 otherwise).
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    counts: Counts,
+    as_of: u64,
 }
 
 impl Usage {
@@ -118,7 +133,7 @@ impl Usage {
         self.limits.get(tenant).copied().unwrap_or(self.fallback)
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<Box<str>, Counts>>, StoreError> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<Box<str>, Entry>>, StoreError> {
         self.counts
             .lock()
             .map_err(|_| StoreError::internal("usage lock poisoned"))
@@ -128,8 +143,20 @@ impl Usage {
     /// that shrinks a tenant already over its limit (limits lowered) goes through.
     pub fn check(&self, deltas: &Deltas) -> Result<(), StoreError> {
         let counts = self.lock()?;
+        self.judge(deltas, |owner| {
+            counts.get(owner).map(|e| e.counts).unwrap_or_default()
+        })
+    }
+
+    /// [`Usage::check`] against counts kept elsewhere (a database shared by several nodes):
+    /// `before(owner)` is what `owner` holds before the step.
+    pub fn judge(
+        &self,
+        deltas: &Deltas,
+        before: impl Fn(&str) -> Counts,
+    ) -> Result<(), StoreError> {
         for (owner, bytes, keys) in &deltas.v {
-            let now = counts.get(owner).copied().unwrap_or_default();
+            let now = before(owner);
             let limits = self.limits_of(owner);
             let over = |used: u64, delta: i64, max: Option<u64>| {
                 delta > 0 && max.is_some_and(|m| used.saturating_add(delta.unsigned_abs()) > m)
@@ -148,9 +175,35 @@ impl Usage {
     pub fn commit(&self, deltas: Deltas) {
         let Ok(mut counts) = self.lock() else { return };
         for (owner, bytes, keys) in deltas.v {
-            let c = counts.entry(owner).or_default();
+            let c = &mut counts.entry(owner).or_default().counts;
             c.bytes = c.bytes.saturating_add_signed(bytes);
             c.keys = c.keys.saturating_add_signed(keys);
+        }
+    }
+
+    /// Sets what `owner` holds as read at revision `as_of` from a store shared with other
+    /// nodes; ignored if a newer reading was set already.
+    pub fn set(&self, owner: &str, counts: Counts, as_of: u64) {
+        let Ok(mut all) = self.lock() else { return };
+        let e = all.entry(owner.into()).or_default();
+        if as_of >= e.as_of {
+            *e = Entry { counts, as_of };
+        }
+    }
+
+    /// Sets every tenant's counts as read at revision `as_of` (`rows` names every owner then:
+    /// an owner it leaves out held nothing), keeping readings newer than `as_of`.
+    pub fn set_all(&self, rows: &[(String, Counts)], as_of: u64) {
+        let Ok(mut all) = self.lock() else { return };
+        all.retain(|owner, e| e.as_of > as_of || rows.iter().any(|(o, _)| **o == **owner));
+        for (owner, counts) in rows {
+            let e = all.entry(owner.as_str().into()).or_default();
+            if as_of >= e.as_of {
+                *e = Entry {
+                    counts: *counts,
+                    as_of,
+                };
+            }
         }
     }
 
@@ -165,14 +218,14 @@ impl Usage {
     pub fn of(&self, tenant: &str) -> Counts {
         self.lock()
             .ok()
-            .and_then(|c| c.get(tenant).copied())
+            .and_then(|c| c.get(tenant).map(|e| e.counts))
             .unwrap_or_default()
     }
 
     /// Every tenant's counts (for metrics).
     pub fn all(&self) -> Vec<(String, Counts)> {
         self.lock()
-            .map(|c| c.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+            .map(|c| c.iter().map(|(k, e)| (k.to_string(), e.counts)).collect())
             .unwrap_or_default()
     }
 

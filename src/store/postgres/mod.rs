@@ -64,6 +64,8 @@ const ATTEMPTS: usize = 3;
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Revisions of the change log read per query when catching the feed up.
 const CATCH_UP_SLICE: u64 = 1_000;
+/// How often, at most, the listener reads the usage other nodes' writes changed.
+const USAGE_EVERY: Duration = Duration::from_millis(250);
 /// How often old `changes` rows are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
@@ -167,7 +169,9 @@ impl Shared {
         self.pool.get().await.map_err(pool_err)
     }
 
-    /// Appends events already committed, grouped by revision, and releases them.
+    /// Appends events already committed, grouped by revision, and releases them. Every
+    /// revision has events, so a revision missing before one of them was pruned from the
+    /// change log before this node read it: the feed skips past it (see [`Shared::lost`]).
     fn append_committed(&self, last: &mut u64, events: Vec<Event>) {
         let mut step: Vec<Event> = Vec::new();
         for e in events {
@@ -178,6 +182,9 @@ impl Shared {
                 *last = step[0].revision;
                 self.feed.append(std::mem::take(&mut step));
             }
+            if step.is_empty() && e.revision > *last + 1 {
+                self.lost(last, e.revision - 1);
+            }
             step.push(e);
         }
         if let Some(f) = step.first() {
@@ -186,6 +193,21 @@ impl Shared {
         }
         self.feed.release(*last);
         self.saw(*last);
+    }
+
+    /// Revisions `(*last, upto]` are gone from the change log (pruned while this node was
+    /// cut off from the database for longer than the log keeps): the feed restarts after
+    /// `upto`, so watchers behind it are told to resume and get 410, rather than silently
+    /// missing changes.
+    fn lost(&self, last: &mut u64, upto: u64) {
+        tracing::warn!(
+            after = *last,
+            upto,
+            "the change log no longer holds revisions this node's feed missed; \
+             watchers behind them must resume (410 compacted)"
+        );
+        self.feed.skip_to(upto);
+        *last = upto;
     }
 
     /// Reads into the feed every change up to the counter's current value; returns that value.
@@ -207,9 +229,11 @@ impl Shared {
                 .map_err(err)?;
             let events = rows.iter().map(event_of).collect::<Result<Vec<_>, _>>()?;
             self.append_committed(&mut last, events);
-            // Revisions without events (none are taken that way today) still count as read.
-            *last = (*last).max(upto);
-            self.feed.release(*last);
+            if *last < upto {
+                // Committed revisions up to the counter, with no events left: pruned.
+                self.lost(&mut last, upto);
+                self.feed.release(upto);
+            }
         }
         self.saw(counter);
         Ok(counter.max(*last))
@@ -376,7 +400,7 @@ impl PgStore {
                     let row = client.query_one(&counter_sql, &[]).await.map_err(err)?;
                     let counter = to_u64(row.try_get(0).map_err(err)?);
                     if let Some(u) = &usage {
-                        rebuild_usage(&client, &usage_sql, u).await?;
+                        read_usage(&client, &usage_sql, u).await?;
                     }
                     Ok(counter)
                 }
@@ -473,28 +497,25 @@ impl PgStore {
     }
 }
 
-async fn rebuild_usage(
+/// Reads every tenant's usage, as of the counter read in the same statement.
+async fn read_usage(
     client: &tokio_postgres::Client,
     sql: &str,
     usage: &Usage,
 ) -> Result<(), StoreError> {
-    let err = |e| pg_err("cannot rebuild usage", e);
-    usage.clear();
-    let mut deltas = usage::Deltas::default();
-    for row in client.query(sql, &[]).await.map_err(err)? {
-        let owner: &str = row.try_get(0).map_err(err)?;
-        let keys = to_u64(row.try_get(1).map_err(err)?);
-        let bytes = to_u64(row.try_get::<_, Option<i64>>(2).map_err(err)?.unwrap_or(0));
-        if keys == 0 {
-            continue;
-        }
-        // `Deltas` counts one record per `add`: the owner's bytes ride on the first.
-        deltas.add(owner, bytes, 1);
-        for _ in 1..keys {
-            deltas.add(owner, 0, 1);
+    let err = |e| pg_err("cannot read tenant usage", e);
+    let rows = client.query(sql, &[]).await.map_err(err)?;
+    let mut at = 0;
+    let mut all = Vec::with_capacity(rows.len());
+    for row in &rows {
+        at = to_u64(row.try_get(0).map_err(err)?);
+        if let Some(owner) = row.try_get::<_, Option<String>>(1).map_err(err)? {
+            let keys = to_u64(row.try_get::<_, Option<i64>>(2).map_err(err)?.unwrap_or(0));
+            let bytes = to_u64(row.try_get::<_, Option<i64>>(3).map_err(err)?.unwrap_or(0));
+            all.push((owner, usage::Counts { bytes, keys }));
         }
     }
-    usage.commit(deltas);
+    usage.set_all(&all, at);
     Ok(())
 }
 
@@ -507,6 +528,9 @@ async fn listen(
     keep: i64,
 ) {
     let mut last_prune = tokio::time::Instant::now();
+    // Usage other nodes changed is read again at most every `USAGE_EVERY` (this node's own
+    // writes set theirs at commit); quotas are judged on the database's counts, not these.
+    let mut usage_at = (0u64, tokio::time::Instant::now());
     loop {
         if let Ok((client, mut conn)) = pg.connect(NoTls).await {
             let wake = Arc::new(tokio::sync::Notify::new());
@@ -536,6 +560,15 @@ async fn listen(
                 loop {
                     match shared.catch_up(&client).await {
                         Ok(last) => {
+                            if let Some(u) = &shared.usage
+                                && last > usage_at.0
+                                && usage_at.1.elapsed() >= USAGE_EVERY
+                            {
+                                usage_at = (last, tokio::time::Instant::now());
+                                if let Err(e) = read_usage(&client, &shared.sql.usage, u).await {
+                                    tracing::warn!(cause = %e, "reading tenant usage failed");
+                                }
+                            }
                             if last_prune.elapsed() >= PRUNE_EVERY {
                                 last_prune = tokio::time::Instant::now();
                                 let below = to_i64(last).saturating_sub(keep);
@@ -579,7 +612,8 @@ struct View<'a> {
     guard: Option<OwnedMutexGuard<u64>>,
     /// Events to append after commit: other nodes' missing ones first, then the step's.
     events: Vec<Event>,
-    deltas: Option<usage::Deltas>,
+    /// The step's owners' usage after it, from the shared `usage` table.
+    usage: Vec<(String, usage::Counts)>,
     revision: Option<u64>,
 }
 
@@ -647,7 +681,8 @@ impl Locked for View<'_> {
             if let Some(r) = o
                 && (is_put || exists)
             {
-                deltas.add(&r.owner, usage::size_of(bucket, key, r.value_len), -1);
+                let owner = usage::owner_in(bucket.as_bytes(), &r.owner);
+                deltas.add(owner, usage::size_of(bucket, key, r.value_len), -1);
             }
             if let WriteOp::Put { owner, value, .. } = *op {
                 deltas.add(owner, usage::size_of(bucket, key, value.len() as u64), 1);
@@ -666,8 +701,13 @@ impl Locked for View<'_> {
         let guard = self
             .rt
             .block_on(Arc::clone(&self.shared.appended).lock_owned());
-        if let Some(u) = &self.shared.usage {
-            u.check(&deltas)?;
+        // Usage is kept in the shared table whether or not this node enforces quotas (another
+        // node may); the step's owners come back with their new counts, judged below.
+        let (mut uo, mut uk, mut ub) = (vec![], vec![], vec![]);
+        for (owner, bytes, keys) in deltas.iter() {
+            uo.push(owner);
+            ub.push(bytes);
+            uk.push(keys);
         }
         // The counter row is ours (locked by the step), so the bump gives `current + 1`: every
         // statement of the step can go out at once, pipelined in one round trip (checked
@@ -720,16 +760,17 @@ impl Locked for View<'_> {
         // Other nodes' steps the feed has not got yet: all committed before our lock.
         let gap_from = (*guard + 1 < revision).then_some((to_i64(*guard), to_i64(revision - 1)));
         let sql = &self.shared.sql;
-        let (bump, upsert, delete, changes, notify, gap) = (
+        let (bump, upsert, delete, changes, notify, gap, usage_add) = (
             self.stmt(&sql.bump_counter)?,
             self.stmt(&sql.upsert)?,
             self.stmt(&sql.delete)?,
             self.stmt(&sql.insert_changes)?,
             self.stmt(&sql.notify)?,
             self.stmt(&sql.changes_between)?,
+            self.stmt(&sql.usage_add)?,
         );
         let tx = self.tx;
-        let (bumped, _, _, _, _, gap_rows) = self.q(async {
+        let (bumped, _, _, _, _, gap_rows, usage_rows) = self.q(async {
             tokio::try_join!(
                 tx.query_one(&bump, &[]),
                 async {
@@ -759,6 +800,12 @@ impl Locked for View<'_> {
                         Some((from, upto)) => tx.query(&gap, &[from, upto]).await,
                     }
                 },
+                async {
+                    match uo.is_empty() {
+                        true => Ok(Vec::new()),
+                        false => tx.query(&usage_add, &[&uo, &uk, &ub]).await,
+                    }
+                },
             )
         })?;
         if to_u64(bumped.try_get(0).map_err(err)?) != revision {
@@ -766,11 +813,36 @@ impl Locked for View<'_> {
                 "the revision counter moved under its lock",
             ));
         }
+        let mut after = Vec::with_capacity(usage_rows.len());
+        for row in &usage_rows {
+            let owner: String = row.try_get(0).map_err(err)?;
+            let keys = to_u64(row.try_get(1).map_err(err)?);
+            let bytes = to_u64(row.try_get(2).map_err(err)?);
+            after.push((owner, usage::Counts { bytes, keys }));
+        }
+        if let Some(u) = &self.shared.usage {
+            // Judged on the shared counts, under the counter's lock: exact across nodes. A
+            // refusal rolls the whole transaction back.
+            u.judge(&deltas, |owner| {
+                let now = after
+                    .iter()
+                    .find(|(o, _)| o == owner)
+                    .map_or_else(usage::Counts::default, |(_, c)| *c);
+                let (bytes, keys) = deltas
+                    .iter()
+                    .find(|(o, ..)| *o == owner)
+                    .map_or((0, 0), |(_, b, k)| (b, k));
+                usage::Counts {
+                    bytes: now.bytes.saturating_add_signed(-bytes),
+                    keys: now.keys.saturating_add_signed(-keys),
+                }
+            })?;
+        }
         for row in &gap_rows {
             self.events.push(event_of(row)?);
         }
         self.events.extend(events);
-        self.deltas = Some(deltas);
+        self.usage = after;
         self.revision = Some(revision);
         self.guard = Some(guard);
         Ok(w)
@@ -798,14 +870,14 @@ fn run_step<T>(
         current,
         guard: None,
         events: Vec::new(),
-        deltas: None,
+        usage: Vec::new(),
         revision: None,
     };
     let result = body(&mut view);
     let View {
         guard,
         events,
-        deltas,
+        usage,
         revision,
         ..
     } = view;
@@ -825,8 +897,10 @@ fn run_step<T>(
         return Ok(out);
     };
     rt.block_on(tx.commit()).map_err(err)?;
-    if let (Some(u), Some(d)) = (&shared.usage, deltas) {
-        u.commit(d);
+    if let (Some(u), Some(r)) = (&shared.usage, revision) {
+        for (owner, counts) in &usage {
+            u.set(owner, *counts, r);
+        }
     }
     shared.append_committed(&mut guard, events);
     if let Some(r) = revision {
@@ -1185,6 +1259,14 @@ impl super::Storage for PgStore {
         self.shared.usage.as_deref()
     }
 
+    fn pool_connections(&self) -> Option<(usize, usize)> {
+        let status = self.shared.pool.status();
+        Some((
+            status.available,
+            status.size.saturating_sub(status.available),
+        ))
+    }
+
     fn flush_blocking(&self) -> Result<(), StoreError> {
         // Every write is committed before its call resolves: nothing to flush. Stop the
         // listener.
@@ -1216,11 +1298,19 @@ mod tests {
 
     use super::{PgStore, prefix_end};
     use crate::config::PostgresCfg;
-    use crate::store::{Cond, Storage, WriteOp};
+    use crate::store::usage::{Counts, Limits, Usage};
+    use crate::store::{Cond, ErrorKind, Storage, WriteOp, feed};
 
     /// Two stores over one fresh schema (two nodes), or `None` when no database is configured
     /// (the shared suite's opener already says so loudly, and fails under CI).
     fn two_nodes() -> Option<(Arc<PgStore>, Arc<PgStore>)> {
+        two_nodes_with(|| None)
+    }
+
+    /// [`two_nodes`], each node with the usage tracker `usage` makes.
+    fn two_nodes_with(
+        usage: impl Fn() -> Option<Arc<Usage>>,
+    ) -> Option<(Arc<PgStore>, Arc<PgStore>)> {
         let url = std::env::var("MICRONODE_TEST_PG_URL").ok()?;
         let cfg = PostgresCfg {
             url,
@@ -1228,8 +1318,173 @@ mod tests {
             schema: crate::store::suite::unique_schema(),
             ..Default::default()
         };
-        let open = || Arc::new(PgStore::open(&cfg, 10_000, None).expect("opens"));
+        let open = || Arc::new(PgStore::open(&cfg, 10_000, usage()).expect("opens"));
         Some((open(), open()))
+    }
+
+    fn put_as(node: &PgStore, key: &str, value: &[u8], owner: &str) -> Result<u64, ErrorKind> {
+        let value = Bytes::copy_from_slice(value);
+        let op = WriteOp::Put {
+            bucket: "u",
+            key,
+            content_type: b"",
+            value: &value,
+            expires_at: None,
+            cond: &Cond::NONE,
+            owner,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(node.write(&[op]))
+            .map(|w| w.revision)
+            .map_err(|e| e.kind())
+    }
+
+    /// Polls (bounded) until `node` reports `want` for `tenant`.
+    fn await_usage(node: &PgStore, tenant: &str, want: Counts) {
+        let usage = node.usage().expect("tracked");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while usage.of(tenant) != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "usage of {tenant}: {:?}, want {want:?}",
+                usage.of(tenant)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Quotas hold across nodes: 12 writers split over two nodes race to create keys for a
+    /// tenant allowed 5, and exactly 5 are stored; each node then reports the same usage, a
+    /// delete on one node makes room for a write on the other, and a node opened later reads
+    /// the same counts.
+    #[test]
+    fn tenant_usage_and_quotas_are_shared_by_the_nodes() {
+        let limits = Limits {
+            max_bytes: None,
+            max_keys: Some(5),
+        };
+        let Some((a, b)) =
+            two_nodes_with(|| Some(Usage::with_limits(Limits::default(), &[("q", limits)])))
+        else {
+            return;
+        };
+        let stored: Vec<Result<u64, ErrorKind>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..12)
+                .map(|i| {
+                    let node = if i % 2 == 0 { &a } else { &b };
+                    sc.spawn(move || put_as(node, &format!("k{i}"), b"12345", "q"))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("writer"))
+                .collect()
+        });
+        let ok = stored.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 5, "exactly the quota is stored: {stored:?}");
+        assert!(
+            stored
+                .iter()
+                .all(|r| r.is_ok() || *r == Err(ErrorKind::Quota)),
+            "the rest are refused for the quota: {stored:?}"
+        );
+        // bucket "u" (1) + key "kN" (2, or 3 for k10/k11) + value (5) per key.
+        let bytes = stored
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| 1 + format!("k{i}").len() as u64 + 5)
+            .sum();
+        let want = Counts { bytes, keys: 5 };
+        await_usage(&a, "q", want);
+        await_usage(&b, "q", want);
+        assert_eq!(put_as(&a, "more", b"x", "q"), Err(ErrorKind::Quota));
+        assert_eq!(put_as(&b, "more", b"x", "q"), Err(ErrorKind::Quota));
+        // A delete on A frees a key for B.
+        let gone = stored.iter().position(|r| r.is_ok()).expect("one stored");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(a.delete("u", &format!("k{gone}"), &Cond::NONE))
+            .expect("delete");
+        put_as(&b, "more", b"x", "q").expect("room again after the delete on the other node");
+        assert_eq!(put_as(&a, "again", b"x", "q"), Err(ErrorKind::Quota));
+        let want = b.usage().expect("tracked").of("q");
+        assert_eq!(want.keys, 5);
+        await_usage(&a, "q", want);
+        // Another tenant is not limited by q's quota.
+        put_as(&a, "other", b"x", "r").expect("r is unlimited");
+    }
+
+    /// A node cut off from the change log for longer than it is kept (simulated: its feed is
+    /// held while the other node writes and the rows are pruned) does not silently miss the
+    /// pruned changes: its feed skips past them, so a watcher behind reads `Compacted` (and
+    /// gets 410 when it resumes), and later changes flow again.
+    #[test]
+    fn a_feed_behind_a_pruned_change_log_skips_and_watchers_behind_are_told() {
+        let Some((a, b)) = two_nodes() else { return };
+        put_as(&a, "first", b"1", "default").expect("write");
+        let start = b.applied_revision().expect("b catches up");
+        let mut cursor = start;
+        let held = b.shared.appended.blocking_lock();
+        let mut last = 0;
+        for i in 0..5 {
+            last = put_as(&a, &format!("p{i}"), b"v", "default").expect("write");
+        }
+        // What pruning does, for the revisions b has not read.
+        let url = std::env::var("MICRONODE_TEST_PG_URL").expect("set");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            let driver = tokio::spawn(conn);
+            let sql = format!(
+                "DELETE FROM {}.changes WHERE revision <= $1",
+                b.shared.schema
+            );
+            client
+                .execute(&sql, &[&super::to_i64(last - 1)])
+                .await
+                .expect("prune");
+            driver.abort();
+        });
+        drop(held);
+        assert_eq!(b.applied_revision().expect("b catches up"), last);
+        let mut out = Vec::new();
+        let read = b
+            .feed()
+            .read(&mut cursor, |_| true, usize::MAX, 100, &mut out);
+        assert_eq!(read, feed::Read::Compacted, "the watcher behind is told");
+        assert_eq!(
+            b.feed().floor(),
+            last - 1,
+            "history restarts after the pruned revisions"
+        );
+        // The one revision still in the log was delivered; later ones flow as before.
+        let mut cursor = last - 1;
+        let read = b
+            .feed()
+            .read(&mut cursor, |_| true, usize::MAX, 100, &mut out);
+        assert_eq!(read, feed::Read::Events);
+        assert_eq!(
+            out.iter().map(|e| e.revision).collect::<Vec<_>>(),
+            vec![last]
+        );
+        let next = put_as(&a, "after", b"v", "default").expect("write");
+        assert_eq!(b.applied_revision().expect("b catches up"), next);
+        out.clear();
+        b.feed()
+            .read(&mut cursor, |_| true, usize::MAX, 100, &mut out);
+        assert_eq!(
+            out.iter().map(|e| e.revision).collect::<Vec<_>>(),
+            vec![next]
+        );
     }
 
     /// Writers on both nodes at once: both feeds end up with every step exactly once, in

@@ -50,6 +50,22 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO {s}.rev (id, v) VALUES (true, {floor});
     "#,
+    // 2: tenant usage, shared by every node: kept in each write's transaction, under the
+    // counter's lock, so quotas hold across nodes. Seeded from the records (the node's own
+    // `_` buckets and the system owner `''` count for nobody).
+    r#"
+    CREATE TABLE {s}.usage (
+        owner text COLLATE "C" PRIMARY KEY,
+        keys bigint NOT NULL,
+        bytes bigint NOT NULL
+    );
+    INSERT INTO {s}.usage (owner, keys, bytes)
+        SELECT owner, count(*),
+               sum(octet_length(bucket) + octet_length(key) + octet_length(value))
+        FROM {s}.kv
+        WHERE owner <> '' AND left(bucket, 1) <> '_'
+        GROUP BY owner;
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -123,6 +139,7 @@ pub(crate) struct Sql {
     pub expired: String,
     pub scan: String,
     pub usage: String,
+    pub usage_add: String,
     pub prune: String,
 }
 
@@ -196,9 +213,15 @@ impl Sql {
                  ORDER BY (bucket || '/' || key) LIMIT $3"
             ),
             usage: format!(
-                "SELECT owner, count(*)::bigint,
-                        sum(octet_length(bucket) + octet_length(key) + octet_length(value))::bigint
-                 FROM {s}.kv GROUP BY owner"
+                "SELECT r.v, u.owner, u.keys, u.bytes
+                 FROM {s}.rev r LEFT JOIN {s}.usage u ON u.keys > 0"
+            ),
+            usage_add: format!(
+                "INSERT INTO {s}.usage AS u (owner, keys, bytes)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])
+                 ON CONFLICT (owner) DO UPDATE SET
+                     keys = u.keys + EXCLUDED.keys, bytes = u.bytes + EXCLUDED.bytes
+                 RETURNING owner, keys, bytes"
             ),
             prune: format!("DELETE FROM {s}.changes WHERE revision <= $1"),
         }
