@@ -266,12 +266,31 @@ pub(crate) fn deserialize_socket_addr<'de, D: Deserializer<'de>>(
 /// }
 /// ```
 ///
-/// `range`, `check` and `serde` are optional and come in that order.
+/// `range`, `check` and `serde` are optional and come in that order. `[section in parent]`
+/// declares a section written as `[parent.section]` in TOML (the file loader moves it; see
+/// `Config::from_toml`).
 macro_rules! knobs {
-    (
+    // Each section's header is first normalized to `[section (parent)]` or `[section ()]`, so
+    // the parent is one token tree the per-field expansion can carry.
+    (@norm [$($done:tt)*]) => {
+        knobs!(@emit $($done)*);
+    };
+    (@norm [$($done:tt)*]
+        $(#[doc = $sdoc:literal])* [$section:ident in $parent:ident] $Sec:ident { $($body:tt)* }
+        $($rest:tt)*
+    ) => {
+        knobs!(@norm [$($done)* $(#[doc = $sdoc])* [$section ($parent)] $Sec { $($body)* }] $($rest)*);
+    };
+    (@norm [$($done:tt)*]
+        $(#[doc = $sdoc:literal])* [$section:ident] $Sec:ident { $($body:tt)* }
+        $($rest:tt)*
+    ) => {
+        knobs!(@norm [$($done)* $(#[doc = $sdoc])* [$section ()] $Sec { $($body)* }] $($rest)*);
+    };
+    (@emit
         $(
             $(#[doc = $sdoc:literal])*
-            [$section:ident] $Sec:ident {
+            [$section:ident $parent:tt] $Sec:ident {
                 $(
                     #[doc = $summary:literal]
                     $(#[doc = $more:literal])*
@@ -293,7 +312,7 @@ macro_rules! knobs {
                 $(
                     #[doc = $summary]
                     $(#[doc = $more])*
-                    #[doc = concat!("\n\nTOML `", stringify!($section), ".", stringify!($field), "`, env `", $env, "`.")]
+                    #[doc = concat!("\n\nTOML `", $crate::config::knob::knob_key!($parent $section $field), "`, env `", $env, "`.")]
                     $(#[serde($($serde)*)])?
                     pub $field: $ty,
                 )*
@@ -322,12 +341,12 @@ macro_rules! knobs {
         pub static KNOBS: &[Knob] = &[
             $($(
                 Knob {
-                    key: concat!(stringify!($section), ".", stringify!($field)),
+                    key: $crate::config::knob::knob_key!($parent $section $field),
                     env: $env,
                     aliases: &[$($alias),*],
                     summary: $summary,
                     doc: concat!($summary $(, $more)*),
-                    label: concat!(stringify!($section), ".", stringify!($field), " (", $env, ")"),
+                    label: concat!($crate::config::knob::knob_key!($parent $section $field), " (", $env, ")"),
                     get: |c| KnobValue::render(&c.$section.$field),
                     set: |c, raw| {
                         c.$section.$field = KnobValue::parse_env(raw)?;
@@ -349,5 +368,25 @@ macro_rules! knobs {
             )*)*
         ];
     };
+    ($($all:tt)*) => {
+        knobs!(@norm [] $($all)*);
+    };
 }
 pub(crate) use knobs;
+
+/// A knob's TOML key: `section.field`, or `parent.section.field`.
+macro_rules! knob_key {
+    (() $section:ident $field:ident) => {
+        concat!(stringify!($section), ".", stringify!($field))
+    };
+    (($parent:ident) $section:ident $field:ident) => {
+        concat!(
+            stringify!($parent),
+            ".",
+            stringify!($section),
+            ".",
+            stringify!($field)
+        )
+    };
+}
+pub(crate) use knob_key;

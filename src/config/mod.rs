@@ -156,7 +156,7 @@ knobs! {
     }
 
     /// The `postgres` engine: N nodes over one database (docs/STORAGE.md, "PostgreSQL engine").
-    [postgres] PostgresCfg {
+    [postgres in storage] PostgresCfg {
         /// Connection URL, `postgres://user[:password]@host[:port]/database`.
         /// Required when the engine is `postgres`. Plain TCP (no TLS): keep the database on a
         /// private network. `--check-config` prints the URL as given, password included.
@@ -171,7 +171,7 @@ knobs! {
         /// Connections in this node's pool; every write holds one until it commits.
         pool_size: usize = 16, env "MICRONODE_PG_POOL_SIZE", range 1..=1_024;
         /// Connecting, and waiting for a pooled connection; past it the call is 503.
-        connect_timeout_ms: u64 = 5_000,
+        connect_timeout_ms: u64 = 2_000,
             env "MICRONODE_PG_CONNECT_TIMEOUT_MS", range 1..=600_000;
         /// The schema holding the engine's tables, created and migrated at boot.
         /// Lowercase letters, digits and `_`, starting with a letter or `_`, at most 63.
@@ -610,9 +610,31 @@ impl Config {
         })
     }
 
-    /// Parses TOML text; unknown keys are refused.
+    /// Parses TOML text; unknown keys are refused. The postgres engine's section is written
+    /// `[storage.postgres]`; it is read into [`Config::postgres`].
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.message().trim().to_owned() + &span_hint(&e, text))
+        let hint = |e: toml::de::Error| e.message().trim().to_owned() + &span_hint(&e, text);
+        let mut table: toml::Table = toml::from_str(text).map_err(hint)?;
+        if table.contains_key("postgres") {
+            return Err(
+                "unknown section [postgres]: the postgres engine's section is \
+                        [storage.postgres]"
+                    .to_owned(),
+            );
+        }
+        let nested = table
+            .get_mut("storage")
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|storage| storage.remove("postgres"));
+        let Some(pg) = nested else {
+            // The common case, parsed from the text so errors point at their line.
+            return toml::from_str(text).map_err(hint);
+        };
+        let postgres = PostgresCfg::deserialize(pg)
+            .map_err(|e| format!("[storage.postgres]: {}", e.message().trim()))?;
+        let mut cfg = Config::deserialize(table).map_err(|e| e.message().trim().to_owned())?;
+        cfg.postgres = postgres;
+        Ok(cfg)
     }
 
     /// Applies each knob's variable (or, when it is unset, the first alias that is set).
@@ -642,7 +664,16 @@ impl Config {
 
     /// The effective config as TOML, for `--check-config`.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let render = || -> Result<String, String> {
+            let mut table = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+            if let Some(pg) = table.remove("postgres")
+                && let Some(storage) = table.get_mut("storage").and_then(toml::Value::as_table_mut)
+            {
+                storage.insert("postgres".to_owned(), pg);
+            }
+            toml::to_string(&table).map_err(|e| e.to_string())
+        };
+        render().unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
     /// The secure default: a bind address others can reach needs auth and TLS both, unless
@@ -1046,9 +1077,32 @@ mod tests {
         let c = load(None, &pg).expect("postgres needs no path");
         assert_eq!(
             (c.postgres.pool_size, c.postgres.connect_timeout_ms),
-            (16, 5_000)
+            (16, 2_000)
         );
         assert_eq!(c.postgres.schema, "micronode");
+        // In a file the section is `[storage.postgres]`; `--check-config` prints it there.
+        let file = "[storage]\nengine = \"postgres\"\n\n[storage.postgres]\n\
+                    url = \"postgres://u@127.0.0.1/db\"\npool_size = 4\n";
+        let c = Config::from_toml(file).expect("[storage.postgres]");
+        assert_eq!(
+            (c.postgres.url.as_str(), c.postgres.pool_size),
+            ("postgres://u@127.0.0.1/db", 4)
+        );
+        let printed = c.to_toml();
+        assert!(printed.contains("[storage.postgres]"), "{printed}");
+        assert!(!printed.contains("\n[postgres]"), "{printed}");
+        assert_eq!(Config::from_toml(&printed), Ok(c));
+        let err = Config::from_toml("[postgres]\nurl = \"postgres://u@h/db\"\n")
+            .expect_err("[postgres] is not the section's name");
+        assert!(err.contains("[storage.postgres]"), "{err}");
+        let err = Config::from_toml("[storage.postgres]\nurll = \"x\"\n").expect_err("unknown key");
+        assert!(
+            err.contains("[storage.postgres]") && err.contains("urll"),
+            "{err}"
+        );
+        let err = Config::from_toml("[storage]\nengine = \"postgress\"\n[storage.postgres]\n")
+            .expect_err("bad engine with a postgres section");
+        assert!(err.contains("postgress"), "{err}");
         for bad in ["", "Micronode", "1x", "a-b", "a;drop"] {
             let env = [pg[0], pg[1], ("MICRONODE_PG_SCHEMA", bad)];
             let err = load(None, &env).expect_err(bad);
