@@ -64,6 +64,9 @@ const ATTEMPTS: usize = 3;
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Revisions of the change log read per query when catching the feed up.
 const CATCH_UP_SLICE: u64 = 1_000;
+/// The listener's first wait before reconnecting, and its longest (it doubles in between).
+const RECONNECT_MIN: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(4);
 /// How often, at most, the listener reads the usage other nodes' writes changed.
 const USAGE_EVERY: Duration = Duration::from_millis(250);
 /// How often old `changes` rows are pruned.
@@ -531,6 +534,9 @@ async fn listen(
     // Usage other nodes changed is read again at most every `USAGE_EVERY` (this node's own
     // writes set theirs at commit); quotas are judged on the database's counts, not these.
     let mut usage_at = (0u64, tokio::time::Instant::now());
+    // Reconnects back off, doubling from `RECONNECT_MIN` to `RECONNECT_MAX` while the
+    // database stays away, back to the minimum once a catch-up succeeds.
+    let mut backoff = RECONNECT_MIN;
     loop {
         if let Ok((client, mut conn)) = pg.connect(NoTls).await {
             let wake = Arc::new(tokio::sync::Notify::new());
@@ -560,6 +566,7 @@ async fn listen(
                 loop {
                     match shared.catch_up(&client).await {
                         Ok(last) => {
+                            backoff = RECONNECT_MIN;
                             if let Some(u) = &shared.usage
                                 && last > usage_at.0
                                 && usage_at.1.elapsed() >= USAGE_EVERY
@@ -595,9 +602,10 @@ async fn listen(
             driver.abort();
         }
         tokio::select! {
-            _ = tokio::time::sleep(POLL_EVERY) => {}
+            _ = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => return,
         }
+        backoff = (backoff * 2).min(RECONNECT_MAX);
     }
 }
 
