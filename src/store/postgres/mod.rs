@@ -5,8 +5,10 @@
 //! - **Revisions in commit order.** One counter row (`rev`). A write step locks it first
 //!   (`SELECT … FOR UPDATE`) and, if it changes anything, bumps it (`UPDATE … RETURNING`) in
 //!   the same transaction: writers of every node queue on that row, so revision order is
-//!   commit order. The price is that writes are serialized database-wide (one commit at a
-//!   time); reads are not.
+//!   commit order. The price is that write transactions are serialized database-wide (one
+//!   commit at a time); reads are not. So each node groups its writes: one writer thread
+//!   ([`writer`]) runs all the steps waiting for it in one transaction, each step under its
+//!   own revision and after a savepoint, and one commit answers them all.
 //! - **Visibility = durability.** A call resolves only after `COMMIT` returned; PostgreSQL
 //!   made the commit durable (with its default `synchronous_commit = on`) before answering.
 //!   Reads see only committed rows.
@@ -29,9 +31,10 @@
 //! task live there, whatever runtime the caller uses, and no caller's worker ever waits on the
 //! network. A future call spawns its work there and awaits the join handle; a blocking call
 //! spawns it there and waits on a channel (inside `block_in_place` when the caller is a
-//! multi-thread runtime worker, so that worker's other tasks move on). A write step runs in
-//! that runtime's blocking pool, so the shared `run_txn` can drive the synchronous
-//! [`Locked`] view over the open transaction (each statement is `Handle::block_on`).
+//! multi-thread runtime worker, so that worker's other tasks move on). Write steps are queued
+//! to the node's writer thread and answered through a oneshot channel; the writer drives the
+//! synchronous [`Locked`] view over the open transaction (each statement is
+//! `Handle::block_on` on the engine's runtime), which is what the shared `run_txn` needs.
 
 mod schema;
 
@@ -296,6 +299,8 @@ pub struct PgStore {
     rt: Option<Runtime>,
     handle: Handle,
     stop: tokio::sync::watch::Sender<bool>,
+    /// The writer's queue (see [`writer`]); dropping it stops the writer.
+    queue: std::sync::mpsc::Sender<Box<dyn Job>>,
 }
 
 impl Drop for PgStore {
@@ -435,11 +440,20 @@ impl PgStore {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let keep = to_i64(history.max(10_000) as u64);
         handle.spawn(listen(Arc::clone(&shared), pg, stop_rx, keep));
+        let (queue, jobs) = std::sync::mpsc::channel::<Box<dyn Job>>();
+        {
+            let (shared, handle) = (Arc::clone(&shared), handle.clone());
+            std::thread::Builder::new()
+                .name("micronode-pg-writer".to_owned())
+                .spawn(move || writer(&handle, &shared, &jobs))
+                .map_err(|e| format!("cannot start the postgres engine's writer: {e}"))?;
+        }
         Ok(PgStore {
             shared,
             rt: Some(rt),
             handle,
             stop,
+            queue,
         })
     }
 
@@ -469,34 +483,29 @@ impl PgStore {
         wait_on(&self.handle, async move { shared.track(fut.await) })
     }
 
-    /// Runs `body` as one write step in a transaction (retried on a serialization failure or
-    /// deadlock), then appends its events. `body` gets the locked view and returns its
-    /// result and whether it changed anything.
+    /// Queues `body` as one write step for the node's writer, which runs it in a batch's
+    /// transaction (retried whole on a serialization failure or deadlock) and answers once
+    /// the batch committed.
     fn step<T: Send + 'static>(
         &self,
-        body: impl Fn(&mut View<'_>) -> Result<T, StoreError> + Send + Sync + 'static,
+        body: impl Fn(&mut View<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreCall<T> {
-        let shared = Arc::clone(&self.shared);
-        let handle = self.handle.clone();
-        self.call(async move {
-            let task = handle.spawn_blocking(move || {
-                let rt = Handle::current();
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    match run_step(&rt, &shared, &body) {
-                        Err(e) if attempt < ATTEMPTS && retryable(&e) => continue,
-                        other => return other,
-                    }
-                }
-            });
-            task.await.unwrap_or_else(|_| {
-                Err(StoreError::new(
-                    ErrorKind::Unavailable,
-                    "the postgres engine stopped",
-                ))
-            })
-        })
+        let stopped = || {
+            Err(StoreError::new(
+                ErrorKind::Unavailable,
+                "the postgres engine stopped",
+            ))
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Box::new(Step {
+            body,
+            result: None,
+            reply,
+        });
+        if self.queue.send(job).is_err() {
+            return StoreCall::ready(stopped());
+        }
+        StoreCall::pending(async move { answer.await.unwrap_or_else(|_| stopped()) })
     }
 }
 
@@ -616,12 +625,17 @@ struct View<'a> {
     shared: &'a Shared,
     /// The counter's value when the step locked it.
     current: u64,
-    /// Held from the step's usage check to the append after commit.
+    /// Held from the batch's first write to the append after commit.
     guard: Option<OwnedMutexGuard<u64>>,
-    /// Events to append after commit: other nodes' missing ones first, then the step's.
+    /// The newest revision whose events are in `events` (or in the feed already).
+    fed: u64,
+    /// Events to append after commit: other nodes' missing ones first, then the steps', in
+    /// revision order.
     events: Vec<Event>,
-    /// The step's owners' usage after it, from the shared `usage` table.
-    usage: Vec<(String, usage::Counts)>,
+    /// Each writing step's owners' usage after it, from the shared `usage` table, with the
+    /// step's revision.
+    usage: Vec<(String, usage::Counts, u64)>,
+    /// The revision of the current step's write, once it wrote.
     revision: Option<u64>,
 }
 
@@ -705,10 +719,14 @@ impl Locked for View<'_> {
         if !written.changed(ops) {
             return Ok(written);
         }
-        // From here to the append after commit, this step is the feed's only appender.
-        let guard = self
-            .rt
-            .block_on(Arc::clone(&self.shared.appended).lock_owned());
+        // From here to the append after commit, this batch is the feed's only appender.
+        if self.guard.is_none() {
+            let guard = self
+                .rt
+                .block_on(Arc::clone(&self.shared.appended).lock_owned());
+            self.fed = *guard;
+            self.guard = Some(guard);
+        }
         // Usage is kept in the shared table whether or not this node enforces quotas (another
         // node may); the step's owners come back with their new counts, judged below.
         let (mut uo, mut uk, mut ub) = (vec![], vec![], vec![]);
@@ -766,7 +784,8 @@ impl Locked for View<'_> {
         let rev = to_i64(revision);
         let payload = format!("{} {revision}", self.shared.schema);
         // Other nodes' steps the feed has not got yet: all committed before our lock.
-        let gap_from = (*guard + 1 < revision).then_some((to_i64(*guard), to_i64(revision - 1)));
+        let gap_from =
+            (self.fed + 1 < revision).then_some((to_i64(self.fed), to_i64(revision - 1)));
         let sql = &self.shared.sql;
         let (bump, upsert, delete, changes, notify, gap, usage_add) = (
             self.stmt(&sql.bump_counter)?,
@@ -850,19 +869,93 @@ impl Locked for View<'_> {
             self.events.push(event_of(row)?);
         }
         self.events.extend(events);
-        self.usage = after;
+        self.usage
+            .extend(after.into_iter().map(|(o, c)| (o, c, revision)));
+        self.fed = revision;
         self.revision = Some(revision);
-        self.guard = Some(guard);
         Ok(w)
     }
 }
 
-/// One attempt of a write step: begin, lock the counter, `body`, commit, append.
-fn run_step<T>(
-    rt: &Handle,
-    shared: &Shared,
-    body: &(impl Fn(&mut View<'_>) -> Result<T, StoreError> + ?Sized),
-) -> Result<T, StoreError> {
+/// A queued write step: its body, run inside a batch's transaction (again if the batch is
+/// retried), and its answer, sent once the batch's fate is known.
+trait Job: Send {
+    /// Runs the body on `view`, keeping its result; false if it failed (the caller undoes
+    /// what it wrote).
+    fn run(&mut self, view: &mut View<'_>) -> bool;
+    /// Answers: the kept result if the batch committed (or wrote nothing), else `failed`.
+    fn finish(self: Box<Self>, failed: Option<StoreError>);
+}
+
+struct Step<T, F> {
+    body: F,
+    result: Option<Result<T, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Step<T, F>
+where
+    T: Send,
+    F: Fn(&mut View<'_>) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, view: &mut View<'_>) -> bool {
+        let r = (self.body)(view);
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, failed: Option<StoreError>) {
+        let answer = match (failed, self.result) {
+            (Some(e), _) => Err(e),
+            (None, Some(r)) => r,
+            (None, None) => Err(StoreError::internal("a write step was never run")),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Steps one transaction takes at most.
+const MAX_BATCH: usize = 128;
+
+/// The node's writer: takes the queued steps, as many as are waiting (up to [`MAX_BATCH`]),
+/// and runs them in one transaction, one commit for all (group commit). Runs until the
+/// store is dropped.
+fn writer(rt: &Handle, shared: &Shared, queue: &std::sync::mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            // A panicking step fails its batch, not the writer (every later write needs it).
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_batch(rt, shared, &mut jobs)
+            }));
+            match run.unwrap_or_else(|_| Err(StoreError::internal("a write step panicked"))) {
+                Err(e) if attempt < ATTEMPTS && retryable(&e) => continue,
+                other => break other,
+            }
+        };
+        let failed = shared.track(outcome).err();
+        for job in jobs {
+            job.finish(failed.clone());
+        }
+    }
+}
+
+/// One attempt of a batch: begin, lock the counter, each step in turn (each after a
+/// savepoint when there are several, so one step's failure undoes only its own writes),
+/// commit, append. Each writing step takes the next revision, and later steps see the
+/// earlier ones' writes, as if they had committed one by one. Nothing is answered before
+/// the commit, so no answer (not even a 412 judged on an earlier step's write) shows state
+/// that might not become durable.
+fn run_batch(rt: &Handle, shared: &Shared, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
     let mut client = rt.block_on(shared.client())?;
     let err = |e| pg_err("a write transaction failed", e);
     let tx = rt.block_on(client.transaction()).map_err(err)?;
@@ -870,51 +963,65 @@ fn run_step<T>(
         .block_on(tx.prepare_cached(&shared.sql.lock_counter))
         .map_err(err)?;
     let row = rt.block_on(tx.query_one(&lock, &[])).map_err(err)?;
-    let current = to_u64(row.try_get(0).map_err(err)?);
+    let first = to_u64(row.try_get(0).map_err(err)?);
     let mut view = View {
         rt,
         tx: &tx,
         shared,
-        current,
+        current: first,
         guard: None,
+        fed: first,
         events: Vec::new(),
         usage: Vec::new(),
         revision: None,
     };
-    let result = body(&mut view);
+    let savepoints = jobs.len() > 1;
+    let mut wrote = false;
+    for job in jobs.iter_mut() {
+        if savepoints {
+            rt.block_on(view.tx.batch_execute("SAVEPOINT step"))
+                .map_err(err)?;
+        }
+        let (events, usage, fed) = (view.events.len(), view.usage.len(), view.fed);
+        view.revision = None;
+        if job.run(&mut view) {
+            if let Some(r) = view.revision {
+                view.current = r;
+                wrote = true;
+            }
+        } else {
+            // Its writes are undone; a lone step's whole transaction is rolled back below.
+            if savepoints {
+                rt.block_on(view.tx.batch_execute("ROLLBACK TO SAVEPOINT step"))
+                    .map_err(err)?;
+            }
+            view.events.truncate(events);
+            view.usage.truncate(usage);
+            view.fed = fed;
+        }
+    }
     let View {
         guard,
         events,
         usage,
-        revision,
+        current,
         ..
     } = view;
-    let out = match result {
-        Ok(out) => out,
-        Err(e) => {
-            // A 404/412 names the store's revision: the state it was judged on is this new.
-            shared.saw(current);
-            let _ = rt.block_on(tx.rollback());
-            return Err(e);
-        }
-    };
-    let Some(mut guard) = guard else {
-        // Nothing written: nothing to commit.
+    let Some(mut guard) = guard.filter(|_| wrote) else {
+        // Nothing written: nothing to commit. A 404/412 names the revision it was judged at.
         let _ = rt.block_on(tx.rollback());
-        shared.saw(current);
-        return Ok(out);
+        shared.saw(first);
+        return Ok(());
     };
     rt.block_on(tx.commit()).map_err(err)?;
-    if let (Some(u), Some(r)) = (&shared.usage, revision) {
-        for (owner, counts) in &usage {
-            u.set(owner, *counts, r);
+    if let Some(u) = &shared.usage {
+        for (owner, counts, revision) in &usage {
+            u.set(owner, *counts, *revision);
         }
     }
     shared.append_committed(&mut guard, events);
-    if let Some(r) = revision {
-        *guard = (*guard).max(r);
-    }
-    Ok(out)
+    *guard = (*guard).max(current);
+    Ok(())
 }
 
 /// A write op with everything it borrows owned, so a step can move to another thread.
