@@ -1,20 +1,24 @@
 //! The postgres engine over HTTP, against a real PostgreSQL (`MICRONODE_TEST_PG_URL`, see
 //! scripts/pg_cluster.sh): one node doing every KV route, then two nodes over one schema
-//! (a CAS race split over both, a watcher on one seeing the other's writes in order).
+//! (a CAS race split over both, a watcher on one seeing the other's writes in order, bank
+//! transfers split over both), snapshots moving data between engines, and database outages
+//! under load and on an idle node.
 //!
 //! Without `MICRONODE_TEST_PG_URL` each test prints `SKIPPED` and passes — except under
 //! `CI=true`, where it fails: CI must never go green by skipping.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
-use support::{Response, Sse, SseItem, TestServer, request};
+use support::{Conn, Response, Sse, SseItem, TestServer, request};
 
 /// The test database's URL, or `None` (after a loud line) when there is none.
 fn pg_url() -> Option<String> {
@@ -509,4 +513,265 @@ fn a_token_revoked_on_one_node_is_refused_by_the_other() {
         (get(b.addr).status == 401).then_some(())
     });
     eprintln!("revocation reached the other node in {:?}", since.elapsed());
+}
+
+// ---- Snapshots between engines ----------------------------------------------------------------
+
+/// A key's path under `/v1/kv/`: the key percent-encoded except `/` and unreserved characters.
+fn kv_path(bucket: &str, key: &str) -> String {
+    let mut path = format!("/v1/kv/{bucket}/");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            path.push(char::from(b));
+        } else {
+            path.push_str(&format!("%{b:02X}"));
+        }
+    }
+    path
+}
+
+/// What a key holds as a client sees it; the revision is left out (a restore gives fresh ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    value: Vec<u8>,
+    content_type: String,
+    expires_at: Option<u64>,
+}
+
+/// Every key of a store: (bucket, key) → what it holds.
+type Data = BTreeMap<(String, String), Held>;
+
+/// Asserts the node at `addr` serves exactly `want`: every bucket of `want` lists exactly its
+/// keys, and every key answers its value, content type and expiry.
+fn assert_serves(addr: SocketAddr, want: &Data, who: &str) {
+    let mut c = Conn::open(addr);
+    let buckets: std::collections::BTreeSet<&str> = want.keys().map(|(b, _)| b.as_str()).collect();
+    for bucket in buckets {
+        let v = c
+            .request("GET", &format!("/v1/kv/{bucket}?limit=1000"), &[], None)
+            .json();
+        let keys: Vec<&str> = v["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k.as_str().expect("a string key"))
+            .collect();
+        let expected: Vec<&str> = want
+            .keys()
+            .filter(|(b, _)| b == bucket)
+            .map(|(_, k)| k.as_str())
+            .collect();
+        assert_eq!(keys, expected, "{who}: the keys of bucket {bucket}");
+    }
+    for ((bucket, key), held) in want {
+        let r = c.request("GET", &kv_path(bucket, key), &[], None);
+        assert_eq!(r.status, 200, "{who}: {bucket}/{key}: {}", r.text());
+        assert!(
+            r.body == held.value,
+            "{who}: {bucket}/{key}: a value of {} bytes, want {} bytes",
+            r.body.len(),
+            held.value.len()
+        );
+        assert_eq!(
+            r.header("content-type"),
+            Some(held.content_type.as_str()),
+            "{who}: {bucket}/{key}"
+        );
+        let expires_at = r
+            .header("micronode-expires-at")
+            .map(|v| v.parse::<u64>().expect("a numeric expiry"));
+        assert_eq!(expires_at, held.expires_at, "{who}: {bucket}/{key}");
+    }
+}
+
+/// `micronode snapshot save FILE` from the node at `addr`.
+fn save_snapshot(addr: SocketAddr, file: &Path) {
+    let base = format!("http://{addr}");
+    let cwd = file.parent().expect("the file's directory");
+    let file_arg = file.display().to_string();
+    let (code, out, err) = support::run_binary(
+        &["snapshot", "save", &file_arg],
+        &[("MICRONODE_URL", base.as_str())],
+        cwd,
+    );
+    assert_eq!(code, 0, "snapshot save from {addr}: {out} {err}");
+}
+
+/// `micronode snapshot restore FILE` into the engine `env` names; its output.
+fn restore_snapshot(file: &Path, env: &[(&str, &str)]) -> String {
+    let cwd = file.parent().expect("the file's directory");
+    let file_arg = file.display().to_string();
+    let (code, out, err) = support::run_binary(&["snapshot", "restore", &file_arg], env, cwd);
+    assert_eq!(code, 0, "snapshot restore {env:?}: {out} {err}");
+    out
+}
+
+/// A saved snapshot file: its revision, its key lines by (bucket, key) without their `etag`
+/// (revisions differ between stores; everything else must not), and its system records.
+fn read_snapshot(path: &Path) -> (u64, BTreeMap<(String, String), Value>, Vec<Value>) {
+    let text = std::fs::read_to_string(path).expect("snapshot file");
+    let mut lines = text.lines();
+    let header: Value = serde_json::from_str(lines.next().expect("a header")).expect("JSON");
+    let revision = header["revision"].as_u64().expect("revision");
+    let (mut keys, mut system) = (BTreeMap::new(), Vec::new());
+    for line in lines {
+        let mut v: Value = serde_json::from_str(line).expect("a JSON line");
+        if v["end"] == true {
+            continue;
+        }
+        if v.get("system").is_some() {
+            system.push(v);
+            continue;
+        }
+        let at = (
+            v["bucket"].as_str().expect("bucket").to_owned(),
+            v["key"].as_str().expect("key").to_owned(),
+        );
+        v.as_object_mut().expect("an object").remove("etag");
+        assert!(keys.insert(at, v).is_none(), "one line per key");
+    }
+    (revision, keys, system)
+}
+
+/// Keys written to a sled node (several buckets, text and binary values, an empty one, one past
+/// 128 KiB, content types given and not, a TTL, a UTF-8 key, an overwrite, a delete) are saved,
+/// restored into an empty PostgreSQL schema and served by a postgres node exactly as sled served
+/// them; a snapshot of that node restored into a fresh sled directory serves them again.
+#[test]
+fn a_snapshot_moves_from_sled_to_postgres_and_back() {
+    let Some(url) = pg_url() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sled_a = dir.path().join("sled-a").display().to_string();
+    let source = TestServer::start(&[
+        ("MICRONODE_STORAGE_ENGINE", "sled"),
+        ("MICRONODE_STORAGE_PATH", sled_a.as_str()),
+    ]);
+
+    let binary: Vec<u8> = (0..=255u8).collect();
+    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+    let big: Vec<u8> = (0..200_000)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng.to_le_bytes()[3]
+        })
+        .collect();
+    type Item<'a> = (&'a str, &'a str, &'a [u8], Option<&'a str>, Option<u64>);
+    let items: [Item<'_>; 9] = [
+        ("app", "cfg/a", b"first", Some("text/plain"), None),
+        (
+            "app",
+            "cfg/b",
+            br#"{"x":1}"#,
+            Some("application/json"),
+            None,
+        ),
+        (
+            "app",
+            "caf\u{e9} au lait",
+            b"with milk",
+            Some("text/plain; charset=utf-8"),
+            None,
+        ),
+        ("app", "empty", b"", None, None),
+        ("app", "gone", b"deleted below", None, None),
+        ("bin", "all-bytes", &binary, None, None),
+        ("bin", "big", &big, Some("image/x-test"), None),
+        ("sess", "s1", b"token", Some("text/plain"), Some(3_600)),
+        ("sess", "s2", b"no ttl", None, None),
+    ];
+    let mut want = Data::new();
+    for (bucket, key, value, content_type, ttl) in items {
+        let mut path = kv_path(bucket, key);
+        if let Some(t) = ttl {
+            path.push_str(&format!("?ttl={t}"));
+        }
+        let headers: Vec<(&str, &str)> =
+            content_type.iter().map(|c| ("content-type", *c)).collect();
+        let r = put(source.addr, &path, value, &headers);
+        assert_eq!(r.status, 201, "{bucket}/{key}: {}", r.text());
+        let expires_at = r
+            .header("micronode-expires-at")
+            .map(|v| v.parse().expect("a numeric expiry"));
+        assert_eq!(expires_at.is_some(), ttl.is_some(), "{bucket}/{key}");
+        let held = Held {
+            value: value.to_vec(),
+            content_type: content_type
+                .unwrap_or("application/octet-stream")
+                .to_owned(),
+            expires_at,
+        };
+        want.insert((bucket.to_owned(), key.to_owned()), held);
+    }
+    // An overwrite leaves only the last value and content type; a delete leaves nothing.
+    let r = put(
+        source.addr,
+        "/v1/kv/app/cfg/a",
+        b"second",
+        &[("content-type", "text/csv")],
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    if let Some(h) = want.get_mut(&("app".to_owned(), "cfg/a".to_owned())) {
+        h.value = b"second".to_vec();
+        h.content_type = "text/csv".to_owned();
+    }
+    let r = request(source.addr, "DELETE", "/v1/kv/app/gone", &[], None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    want.remove(&("app".to_owned(), "gone".to_owned()));
+    assert_serves(source.addr, &want, "the sled source");
+
+    let from_sled = dir.path().join("from-sled.ndjson");
+    save_snapshot(source.addr, &from_sled);
+    let (_, lines, system) = read_snapshot(&from_sled);
+    assert_eq!(lines.len(), want.len(), "one line per live key: {lines:?}");
+
+    // Into an empty PostgreSQL schema, served by a postgres node.
+    let schema = fresh_schema();
+    let pg_env = [
+        ("MICRONODE_STORAGE_ENGINE", "postgres"),
+        ("MICRONODE_PG_URL", url.as_str()),
+        ("MICRONODE_PG_SCHEMA", schema.as_str()),
+    ];
+    let out = restore_snapshot(&from_sled, &pg_env);
+    assert!(
+        out.contains(&format!("\"restored\":{}", want.len())),
+        "{out}"
+    );
+    let pg = node(&url, &schema);
+    assert_serves(pg.addr, &want, "the postgres node");
+
+    // Back out of PostgreSQL into a fresh sled directory.
+    let from_pg = dir.path().join("from-pg.ndjson");
+    save_snapshot(pg.addr, &from_pg);
+    let (_, pg_lines, pg_system) = read_snapshot(&from_pg);
+    assert!(
+        pg_lines == lines,
+        "the postgres node's snapshot: {pg_lines:?}"
+    );
+    assert_eq!(pg_system, system, "system records");
+    let sled_b = dir.path().join("sled-b").display().to_string();
+    let sled_env = [
+        ("MICRONODE_STORAGE_ENGINE", "sled"),
+        ("MICRONODE_STORAGE_PATH", sled_b.as_str()),
+    ];
+    let out = restore_snapshot(&from_pg, &sled_env);
+    assert!(
+        out.contains(&format!("\"restored\":{}", want.len())),
+        "{out}"
+    );
+    let back = TestServer::start(&sled_env);
+    assert_serves(back.addr, &want, "the sled node restored from postgres");
+    let again = dir.path().join("again.ndjson");
+    save_snapshot(back.addr, &again);
+    let (_, back_lines, back_system) = read_snapshot(&again);
+    assert!(
+        back_lines == lines,
+        "the round trip's snapshot: {back_lines:?}"
+    );
+    assert_eq!(back_system, system, "system records");
+    eprintln!(
+        "round trip of {} keys; system records: {system:?}",
+        lines.len()
+    );
 }
