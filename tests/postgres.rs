@@ -12,8 +12,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -773,5 +774,284 @@ fn a_snapshot_moves_from_sled_to_postgres_and_back() {
     eprintln!(
         "round trip of {} keys; system records: {system:?}",
         lines.len()
+    );
+}
+
+// ---- Bank transfers over two nodes ------------------------------------------------------------
+
+const ACCOUNTS: usize = 10;
+const OPENING_BALANCE: u64 = 100;
+const TOTAL: u64 = OPENING_BALANCE * ACCOUNTS as u64;
+
+/// `POST /v1/txn`, which must answer 200 (no outage here: anything else fails the test).
+fn txn_ok(addr: SocketAddr, body: &Value) -> Value {
+    let r = request(
+        addr,
+        "POST",
+        "/v1/txn",
+        &[("content-type", "application/json")],
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "POST /v1/txn on {addr}: {}", r.text());
+    r.json()
+}
+
+/// A balance as stored: a decimal in base64.
+fn balance_of(value: &Value) -> u64 {
+    let raw = BASE64
+        .decode(value.as_str().expect("a base64 value"))
+        .expect("valid base64");
+    String::from_utf8(raw)
+        .expect("UTF-8 balance")
+        .parse()
+        .expect("decimal balance")
+}
+
+/// All balances in one multi-get transaction (one consistent read) and the revision it read at.
+fn balances(addr: SocketAddr) -> (u64, Vec<u64>) {
+    let then: Vec<Value> = (0..ACCOUNTS)
+        .map(|i| json!({"op": "get", "bucket": "bank", "key": format!("acct{i}")}))
+        .collect();
+    let v = txn_ok(addr, &json!({ "then": then }));
+    let balances = v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            assert_eq!(r["found"], true, "{v}");
+            balance_of(&r["value"])
+        })
+        .collect();
+    (v["revision"].as_u64().expect("revision"), balances)
+}
+
+/// A committed transfer: the revision it committed at, from, to, amount.
+type Transfer = (u64, usize, usize, u64);
+
+/// One transfer attempt between two accounts (read both, then write both if neither changed);
+/// `None` when a compare failed.
+fn transfer(addr: SocketAddr, rng: &mut u64) -> Option<Transfer> {
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    let from = (next() % ACCOUNTS as u64) as usize;
+    let to = (from + 1 + (next() % (ACCOUNTS as u64 - 1)) as usize) % ACCOUNTS;
+    let amount = next() % 30 + 1;
+    let keys = [format!("acct{from}"), format!("acct{to}")];
+    let read = txn_ok(
+        addr,
+        &json!({"then": [
+            {"op": "get", "bucket": "bank", "key": keys[0]},
+            {"op": "get", "bucket": "bank", "key": keys[1]},
+        ]}),
+    );
+    let res = &read["results"];
+    let (a, b) = (balance_of(&res[0]["value"]), balance_of(&res[1]["value"]));
+    let amount = amount.min(a);
+    let v = txn_ok(
+        addr,
+        &json!({
+            "if": [
+                {"bucket": "bank", "key": keys[0], "etag": res[0]["etag"]},
+                {"bucket": "bank", "key": keys[1], "etag": res[1]["etag"]},
+            ],
+            "then": [
+                {"op": "put", "bucket": "bank", "key": keys[0], "value": BASE64.encode((a - amount).to_string())},
+                {"op": "put", "bucket": "bank", "key": keys[1], "value": BASE64.encode((b + amount).to_string())},
+            ],
+        }),
+    );
+    (v["succeeded"] == true).then(|| (v["revision"].as_u64().expect("revision"), from, to, amount))
+}
+
+/// The balances once every committed transfer up to `revision` is applied (`transfers` in
+/// revision order).
+fn balances_at(transfers: &[Transfer], revision: u64) -> Vec<u64> {
+    let mut b = vec![OPENING_BALANCE; ACCOUNTS];
+    for &(_, from, to, amount) in transfers.iter().filter(|t| t.0 <= revision) {
+        b[from] -= amount;
+        b[to] += amount;
+    }
+    b
+}
+
+/// A bank snapshot file: its revision and the balances it holds.
+fn bank_in_snapshot(path: &Path) -> (u64, Vec<u64>) {
+    let (revision, lines, _) = read_snapshot(path);
+    let b: Vec<u64> = (0..ACCOUNTS)
+        .map(|i| {
+            let line = lines
+                .get(&("bank".to_owned(), format!("acct{i}")))
+                .unwrap_or_else(|| panic!("acct{i} in the snapshot"));
+            balance_of(&line["value"])
+        })
+        .collect();
+    assert_eq!(lines.len(), ACCOUNTS, "only the accounts: {lines:?}");
+    (revision, b)
+}
+
+/// Transfers between 10 accounts by 8 clients split over two nodes on one schema, for at most
+/// 8 s: every consistent read on either node (one multi-get transaction) and every snapshot taken
+/// from either node meanwhile is exactly the balances after the transfers committed up to its
+/// revision (so the total stays 1000), and at the end both nodes hold that state for all of them.
+#[test]
+fn bank_transfer_invariant_over_two_postgres_nodes() {
+    let Some(url) = pg_url() else { return };
+    let schema = fresh_schema();
+    let (a, b) = (node(&url, &schema), node(&url, &schema));
+    let addrs = [a.addr, b.addr];
+    let open: Vec<Value> = (0..ACCOUNTS)
+        .map(|i| {
+            json!({"op": "put", "bucket": "bank", "key": format!("acct{i}"),
+                   "value": BASE64.encode(OPENING_BALANCE.to_string())})
+        })
+        .collect();
+    let v = txn_ok(
+        a.addr,
+        &json!({"if": [{"bucket": "bank", "key": "acct0", "exists": false}], "then": open}),
+    );
+    assert_eq!(v["succeeded"], true, "{v}");
+    let opened = v["revision"].as_u64().expect("revision");
+    assert_eq!(
+        balances(b.addr).1,
+        vec![OPENING_BALANCE; ACCOUNTS],
+        "B reads A's txn"
+    );
+
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 150;
+    const ATTEMPTS: usize = 2_000;
+    const READS: usize = 20_000;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let committed = AtomicU64::new(0);
+    let writing = AtomicUsize::new(WRITERS);
+    let stop = AtomicBool::new(false);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (transfers, reads, snapshots) = std::thread::scope(|sc| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|t| {
+                let addr = addrs[t % 2];
+                let (committed, writing) = (&committed, &writing);
+                sc.spawn(move || {
+                    let mut rng = 0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1).wrapping_mul(0x2545_F491);
+                    let mut mine = Vec::new();
+                    for _ in 0..ATTEMPTS {
+                        if mine.len() >= PER_WRITER || Instant::now() >= deadline {
+                            break;
+                        }
+                        if let Some(t) = transfer(addr, &mut rng) {
+                            mine.push(t);
+                            committed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    writing.fetch_sub(1, Ordering::SeqCst);
+                    mine
+                })
+            })
+            .collect();
+        let readers: Vec<_> = addrs
+            .iter()
+            .map(|&addr| {
+                let stop = &stop;
+                sc.spawn(move || {
+                    let mut seen = Vec::new();
+                    while seen.len() < READS
+                        && !stop.load(Ordering::SeqCst)
+                        && Instant::now() < deadline
+                    {
+                        let (revision, b) = balances(addr);
+                        assert_eq!(
+                            b.iter().sum::<u64>(),
+                            TOTAL,
+                            "a consistent read on {addr}: {b:?}"
+                        );
+                        seen.push((addr, revision, b));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        // Snapshots from both nodes while the transfers run (at least one from each).
+        support::poll("transfers under way", || {
+            (committed.load(Ordering::SeqCst) >= 20).then_some(())
+        });
+        let mut snapshots = Vec::new();
+        for n in 0..6 {
+            if n >= 2 && writing.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            let file = dir.path().join(format!("bank-{n}.ndjson"));
+            let before = committed.load(Ordering::SeqCst);
+            save_snapshot(addrs[n % 2], &file);
+            let during = committed.load(Ordering::SeqCst) - before;
+            let (revision, b) = bank_in_snapshot(&file);
+            assert_eq!(
+                b.iter().sum::<u64>(),
+                TOTAL,
+                "snapshot {n} at {revision}: {b:?}"
+            );
+            snapshots.push((addrs[n % 2], revision, b, during));
+        }
+        let transfers: Vec<Transfer> = writers
+            .into_iter()
+            .flat_map(|h| h.join().expect("transfer thread"))
+            .collect();
+        stop.store(true, Ordering::SeqCst);
+        let reads: Vec<_> = readers
+            .into_iter()
+            .flat_map(|h| h.join().expect("reader thread"))
+            .collect();
+        (transfers, reads, snapshots)
+    });
+
+    assert!(!transfers.is_empty(), "some transfers committed");
+    let mut transfers = transfers;
+    transfers.sort_unstable();
+    // Revisions are dense and in commit order: the transfers took exactly the ones after the
+    // opening, one each, whichever node committed them.
+    let revisions: Vec<u64> = transfers.iter().map(|t| t.0).collect();
+    let want: Vec<u64> = (opened + 1..=opened + transfers.len() as u64).collect();
+    assert!(revisions == want, "transfer revisions: {revisions:?}");
+    for addr in addrs {
+        let n = reads.iter().filter(|r| r.0 == addr).count();
+        assert!(n > 0, "the reader on {addr} read during the transfers");
+    }
+    for (addr, revision, b) in &reads {
+        assert_eq!(
+            *b,
+            balances_at(&transfers, *revision),
+            "the read on {addr} at {revision}"
+        );
+    }
+    for (addr, revision, b, _) in &snapshots {
+        assert!(
+            *revision > opened,
+            "the snapshot from {addr} follows the opening"
+        );
+        assert_eq!(
+            *b,
+            balances_at(&transfers, *revision),
+            "the snapshot from {addr} at {revision}"
+        );
+    }
+    let last = revisions.last().copied().unwrap_or(opened);
+    let end = balances_at(&transfers, last);
+    assert_eq!(end.iter().sum::<u64>(), TOTAL);
+    for addr in addrs {
+        let (revision, b) = balances(addr);
+        assert_eq!(revision, last, "nothing but the transfers wrote ({addr})");
+        assert_eq!(b, end, "{addr} holds every committed transfer");
+    }
+    eprintln!(
+        "{} transfers committed, {} consistent reads, snapshots (node, revision, transfers committed while it ran): {:?}",
+        transfers.len(),
+        reads.len(),
+        snapshots
+            .iter()
+            .map(|s| (s.0, s.1, s.3))
+            .collect::<Vec<_>>()
     );
 }
