@@ -12,7 +12,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -375,6 +375,44 @@ impl Drop for Cluster {
     }
 }
 
+/// Asserts `r` is the outage answer: 503 `storage_unavailable`, retryable, `Retry-After: 1`.
+fn assert_outage_answer(r: &Response) {
+    r.assert_error(503, "storage_unavailable", true);
+    assert_eq!(r.header("retry-after"), Some("1"));
+}
+
+/// `/readyz` as (status, `probes.deps_ok`).
+fn readyz(addr: SocketAddr) -> (u16, Value) {
+    let r = request(addr, "GET", "/readyz", &[], None);
+    (r.status, r.json()["probes"]["deps_ok"].clone())
+}
+
+/// The writers' phases: what the database was doing when a write was sent.
+const BEFORE: u8 = 0;
+const DOWN: u8 = 1;
+const BACK: u8 = 2;
+
+/// Sets its flag when dropped: a failing assertion stops the load threads at once instead of
+/// leaving them to run to their bounds.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What one writer saw: the writes acknowledged (2xx), and those answered 503.
+#[derive(Default)]
+struct Outcomes {
+    acked: Vec<(String, String)>,
+    refused: Vec<(String, String)>,
+}
+
+/// PostgreSQL is stopped under load (4 writers of fresh keys, a reader) and started again:
+/// meanwhile every answer is 2xx or 503 `storage_unavailable` with `Retry-After: 1`, `/readyz`
+/// is 503 with `deps_ok: false` and `micronode_storage_up` 0; afterwards the node serves again
+/// by itself, and every write acknowledged before, during or after the outage holds its value.
 #[test]
 fn a_database_outage_is_503_with_retry_after_then_heals_without_a_restart() {
     // Runs wherever the other tests run (it needs PostgreSQL installed), on its own cluster.
@@ -385,28 +423,162 @@ fn a_database_outage_is_503_with_retry_after_then_heals_without_a_restart() {
     let s = node(&cluster.url, &fresh_schema());
     assert_eq!(put(s.addr, "/v1/kv/o/before", b"kept", &[]).status, 201);
     assert_eq!(s.metric("micronode_storage_up"), 1.0);
+    assert_eq!(readyz(s.addr), (200, json!(true)));
 
-    Cluster::script("stop", cluster.dir.path());
-    let r = support::poll("a 503 while the database is down", || {
+    const WRITERS: usize = 4;
+    const WRITES: usize = 20_000;
+    let deadline = Instant::now() + 3 * support::WAIT;
+    let phase = AtomicU8::new(BEFORE);
+    let acked_in = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+    let refused = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let addr = s.addr;
+    let (outcomes, reads) = std::thread::scope(|sc| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (phase, acked_in, refused, stop) = (&phase, &acked_in, &refused, &stop);
+                sc.spawn(move || {
+                    let mut out = Outcomes::default();
+                    for i in 0..WRITES {
+                        if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                            break;
+                        }
+                        let sent_in = phase.load(Ordering::SeqCst);
+                        let (key, value) = (format!("w{w}-{i:05}"), format!("value {w} {i}"));
+                        let r = put(addr, &format!("/v1/kv/o/{key}"), value.as_bytes(), &[]);
+                        match r.status {
+                            201 => {
+                                out.acked.push((key, value));
+                                acked_in[usize::from(sent_in)].fetch_add(1, Ordering::SeqCst);
+                            }
+                            503 => {
+                                assert_outage_answer(&r);
+                                out.refused.push((key, value));
+                                refused.fetch_add(1, Ordering::SeqCst);
+                                // A client backs off after a 503 (briefly here, to keep the
+                                // load on).
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                            other => panic!("PUT {key}: {other} {}", r.text()),
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        let reader = {
+            let stop = &stop;
+            sc.spawn(move || {
+                let mut statuses = BTreeMap::new();
+                for _ in 0..WRITES {
+                    if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                        break;
+                    }
+                    let r = request(addr, "GET", "/v1/kv/o/before", &[], None);
+                    match r.status {
+                        200 => assert_eq!(r.body, b"kept"),
+                        503 => {
+                            assert_outage_answer(&r);
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        other => panic!("GET before: {other} {}", r.text()),
+                    }
+                    *statuses.entry(r.status).or_insert(0u64) += 1;
+                }
+                statuses
+            })
+        };
+        let _stop_on_panic = StopOnDrop(&stop);
+        support::poll("writes acknowledged before the outage", || {
+            (acked_in[usize::from(BEFORE)].load(Ordering::SeqCst) >= 20).then_some(())
+        });
+
+        Cluster::script("stop", cluster.dir.path());
+        phase.store(DOWN, Ordering::SeqCst);
         let r = put(s.addr, "/v1/kv/o/during", b"x", &[]);
-        (r.status != 201).then_some(r)
-    });
-    r.assert_error(503, "storage_unavailable", true);
-    assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(s.get("/v1/kv/o/before").status, 503, "reads too");
-    assert_eq!(s.metric("micronode_storage_up"), 0.0);
-    assert_eq!(s.get("/readyz").status, 503);
+        assert_outage_answer(&r);
+        assert_outage_answer(&s.get("/v1/kv/o/before"));
+        assert_eq!(s.metric("micronode_storage_up"), 0.0);
+        assert_eq!(readyz(s.addr), (503, json!(false)));
+        let seen = refused.load(Ordering::SeqCst);
+        support::poll("writers refused while the database is down", || {
+            (refused.load(Ordering::SeqCst) >= seen + 20).then_some(())
+        });
 
-    Cluster::script("resume", cluster.dir.path());
-    support::poll("writes again once the database is back", || {
-        (put(s.addr, "/v1/kv/o/after", b"y", &[]).status == 201).then_some(())
+        Cluster::script("resume", cluster.dir.path());
+        phase.store(BACK, Ordering::SeqCst);
+        support::poll(
+            "writes acknowledged again once the database is back",
+            || (acked_in[usize::from(BACK)].load(Ordering::SeqCst) >= 20).then_some(()),
+        );
+        stop.store(true, Ordering::SeqCst);
+        let outcomes: Vec<Outcomes> = writers
+            .into_iter()
+            .map(|h| h.join().expect("writer"))
+            .collect();
+        (outcomes, reader.join().expect("reader"))
     });
+
     assert_eq!(s.metric("micronode_storage_up"), 1.0);
+    assert_eq!(readyz(s.addr), (200, json!(true)));
     assert_eq!(s.get("/v1/kv/o/before").body, b"kept");
     assert_eq!(
         s.get("/v1/kv/o/during").status,
         404,
-        "the refused write left nothing"
+        "a write refused while the database was down left nothing"
+    );
+    // Every acknowledged write is there with its value. A write answered 503 may or may not
+    // have happened (its commit's answer may have been lost): absent, or exactly its value.
+    let mut c = Conn::open(s.addr);
+    let mut want: std::collections::BTreeSet<String> = ["before".to_owned()].into_iter().collect();
+    let mut refused_present = 0;
+    for out in &outcomes {
+        for (key, value) in &out.acked {
+            let r = c.request("GET", &format!("/v1/kv/o/{key}"), &[], None);
+            assert_eq!(
+                (r.status, r.text()),
+                (200, value.clone()),
+                "acknowledged write {key}"
+            );
+            want.insert(key.clone());
+        }
+        for (key, value) in &out.refused {
+            let r = c.request("GET", &format!("/v1/kv/o/{key}"), &[], None);
+            match r.status {
+                404 => {}
+                200 => {
+                    assert_eq!(r.text(), *value, "refused write {key}");
+                    want.insert(key.clone());
+                    refused_present += 1;
+                }
+                other => panic!("GET {key}: {other} {}", r.text()),
+            }
+        }
+    }
+    // And nothing else: the bucket lists exactly those keys.
+    let mut listed = std::collections::BTreeSet::new();
+    let mut after = String::new();
+    for _ in 0..1_000 {
+        let page = c
+            .request("GET", &format!("/v1/kv/o?limit=1000{after}"), &[], None)
+            .json();
+        for k in page["keys"].as_array().expect("keys") {
+            listed.insert(k.as_str().expect("a string key").to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed, want, "the keys of bucket o");
+    let acked: usize = outcomes.iter().map(|o| o.acked.len()).sum();
+    let refused_total: usize = outcomes.iter().map(|o| o.refused.len()).sum();
+    eprintln!(
+        "acknowledged {acked} (before {}, during {}, after {}), refused {refused_total} \
+         ({refused_present} of them committed anyway); reader statuses {reads:?}",
+        acked_in[0].load(Ordering::SeqCst),
+        acked_in[1].load(Ordering::SeqCst),
+        acked_in[2].load(Ordering::SeqCst),
     );
 }
 
