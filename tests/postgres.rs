@@ -582,6 +582,61 @@ fn a_database_outage_is_503_with_retry_after_then_heals_without_a_restart() {
     );
 }
 
+/// A node nobody sends KV requests to finds a database outage by itself (its sweeper's calls
+/// fail): `/readyz` turns 503 with `probes.deps_ok: false` and `/metrics` shows
+/// `micronode_storage_up 0`; once the database is back it turns ready again by itself.
+#[test]
+fn a_node_reports_storage_down_in_readyz_and_metrics_during_an_outage() {
+    if pg_url().is_none() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let s = node(&cluster.url, &fresh_schema());
+    let deps_ok_series = "micronode_ready_probe{probe=\"deps_ok\"}";
+    let r = s.get("/readyz");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (&v["ready"], &v["probes"]["deps_ok"]),
+        (&json!(true), &json!(true)),
+        "{v}"
+    );
+    assert_eq!(s.metric("micronode_storage_up"), 1.0);
+    assert_eq!(s.metric(deps_ok_series), 1.0);
+
+    Cluster::script("stop", cluster.dir.path());
+    let v = support::poll("/readyz to report the database down", || {
+        let r = s.get("/readyz");
+        (r.status == 503).then(|| r.json())
+    });
+    assert_eq!(v["ready"], false, "{v}");
+    assert_eq!(v["probes"]["deps_ok"], false, "{v}");
+    for probe in ["listeners_bound", "cfg_loaded", "metrics_bound"] {
+        assert_eq!(v["probes"][probe], true, "only the storage is down: {v}");
+    }
+    assert_eq!(v["draining"], false, "{v}");
+    let scrape = s.scrape();
+    assert_eq!(scrape.value("micronode_storage_up"), 0.0);
+    assert_eq!(scrape.value(deps_ok_series), 0.0);
+    assert_outage_answer(&s.get("/v1/kv/i/k"));
+
+    Cluster::script("resume", cluster.dir.path());
+    let v = support::poll("/readyz to report ready again", || {
+        let r = s.get("/readyz");
+        (r.status == 200).then(|| r.json())
+    });
+    assert_eq!(
+        (&v["ready"], &v["probes"]["deps_ok"]),
+        (&json!(true), &json!(true)),
+        "{v}"
+    );
+    let scrape = s.scrape();
+    assert_eq!(scrape.value("micronode_storage_up"), 1.0);
+    assert_eq!(scrape.value(deps_ok_series), 1.0);
+    assert_eq!(put(s.addr, "/v1/kv/i/k", b"v", &[]).status, 201);
+    assert_eq!(s.get("/v1/kv/i/k").body, b"v");
+}
+
 #[test]
 fn two_sweepers_expire_a_record_once() {
     let Some(url) = pg_url() else { return };
