@@ -149,6 +149,14 @@ fn every_kv_route_works_on_postgres() {
         404
     );
     assert_eq!(s.get("/v1/kv/b/k").status, 404);
+    // The pool is shown: after the calls above at least one connection was opened, and with
+    // nothing in flight the busy ones are at most the pool's size.
+    let idle = s.metric("micronode_storage_pool_connections{state=\"idle\"}");
+    let busy = s.metric("micronode_storage_pool_connections{state=\"busy\"}");
+    assert!(
+        idle + busy >= 1.0 && idle + busy <= 16.0,
+        "idle {idle}, busy {busy}"
+    );
     s.still_serves();
 }
 
