@@ -632,11 +632,27 @@ struct View<'a> {
     /// Events to append after commit: other nodes' missing ones first, then the steps', in
     /// revision order.
     events: Vec<Event>,
+    /// How many of `events` are the batch's own (the rest are already in the change log).
+    own: usize,
     /// Each writing step's owners' usage after it, from the shared `usage` table, with the
     /// step's revision.
     usage: Vec<(String, usage::Counts, u64)>,
     /// The revision of the current step's write, once it wrote.
     revision: Option<u64>,
+    /// The current step's savepoint (in a batch of several steps).
+    savepoint: Savepoint,
+}
+
+/// Where the current step's savepoint stands. It is sent with the step's first statement (one
+/// round trip for both), so a step that never reached the database has none to roll back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Savepoint {
+    /// A lone step: its failure rolls the whole transaction back.
+    None,
+    /// To be sent with the step's first statement.
+    Pending,
+    /// Sent: a failure rolls back to it.
+    Made,
 }
 
 /// An old row of a locked key.
@@ -660,12 +676,28 @@ impl View<'_> {
     fn stmt(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
         self.q(self.tx.prepare_cached(sql))
     }
+
+    /// Runs a step's first statement, preceded in the same round trip by its savepoint when
+    /// one is pending.
+    fn first_q<T>(
+        &mut self,
+        fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        if self.savepoint != Savepoint::Pending {
+            return self.q(fut);
+        }
+        self.savepoint = Savepoint::Made;
+        let tx = self.tx;
+        self.q(async { tokio::try_join!(tx.batch_execute("SAVEPOINT step"), fut) })
+            .map(|(_, out)| out)
+    }
 }
 
 impl Locked for View<'_> {
     fn read(&mut self, bucket: &str, key: &str) -> Result<Option<Record>, StoreError> {
         let stmt = self.stmt(&self.shared.sql.get)?;
-        let row = self.q(self.tx.query_one(&stmt, &[&bucket, &key]))?;
+        let tx = self.tx;
+        let row = self.first_q(tx.query_one(&stmt, &[&bucket, &key]))?;
         record_at(&row, 1)
     }
 
@@ -676,7 +708,8 @@ impl Locked for View<'_> {
         }
         let (buckets, keys): (Vec<&str>, Vec<&str>) = ops.iter().map(|op| op.bucket_key()).unzip();
         let stmt = self.stmt(&self.shared.sql.lock_keys)?;
-        let rows = self.q(self.tx.query(&stmt, &[&buckets, &keys]))?;
+        let tx = self.tx;
+        let rows = self.first_q(tx.query(&stmt, &[&buckets, &keys]))?;
         let err = |e| pg_err("bad locked row", e);
         let mut old: HashMap<(String, String), Old> = HashMap::with_capacity(rows.len());
         for row in &rows {
@@ -774,32 +807,22 @@ impl Locked for View<'_> {
             }
         }
         let events = events_of(ops, &w);
-        let seq: Vec<i32> = (0..events.len() as i32).collect();
-        let eb: Vec<&str> = events.iter().map(|e| &*e.bucket).collect();
-        let ek: Vec<&str> = events.iter().map(|e| &*e.key).collect();
-        let kind: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-        let ev: Vec<&[u8]> = events.iter().map(|e| &e.value[..]).collect();
-        let ec: Vec<&[u8]> = events.iter().map(|e| &e.content_type[..]).collect();
-        let ee: Vec<Option<i64>> = events.iter().map(|e| e.expires_at.map(to_i64)).collect();
         let rev = to_i64(revision);
-        let payload = format!("{} {revision}", self.shared.schema);
         // Other nodes' steps the feed has not got yet: all committed before our lock.
         let gap_from =
             (self.fed + 1 < revision).then_some((to_i64(self.fed), to_i64(revision - 1)));
         let sql = &self.shared.sql;
-        let (bump, upsert, delete, changes, notify, gap, usage_add) = (
-            self.stmt(&sql.bump_counter)?,
+        let (upsert, delete, gap, usage_add) = (
             self.stmt(&sql.upsert)?,
             self.stmt(&sql.delete)?,
-            self.stmt(&sql.insert_changes)?,
-            self.stmt(&sql.notify)?,
             self.stmt(&sql.changes_between)?,
             self.stmt(&sql.usage_add)?,
         );
         let tx = self.tx;
-        let (bumped, _, _, _, _, gap_rows, usage_rows) = self.q(async {
+        // The counter, the change rows and the notification are written once per batch, by
+        // `finish_batch`.
+        let (_, _, gap_rows, usage_rows) = self.q(async {
             tokio::try_join!(
-                tx.query_one(&bump, &[]),
                 async {
                     match pb.is_empty() {
                         true => Ok(0),
@@ -816,12 +839,6 @@ impl Locked for View<'_> {
                     }
                 },
                 async {
-                    let params: [&(dyn ToSql + Sync); 8] =
-                        [&rev, &seq, &eb, &ek, &kind, &ev, &ec, &ee];
-                    tx.execute(&changes, &params).await
-                },
-                async { tx.execute(&notify, &[&schema::CHANNEL, &payload]).await },
-                async {
                     match &gap_from {
                         None => Ok(Vec::new()),
                         Some((from, upto)) => tx.query(&gap, &[from, upto]).await,
@@ -835,11 +852,6 @@ impl Locked for View<'_> {
                 },
             )
         })?;
-        if to_u64(bumped.try_get(0).map_err(err)?) != revision {
-            return Err(StoreError::internal(
-                "the revision counter moved under its lock",
-            ));
-        }
         let mut after = Vec::with_capacity(usage_rows.len());
         for row in &usage_rows {
             let owner: String = row.try_get(0).map_err(err)?;
@@ -868,6 +880,7 @@ impl Locked for View<'_> {
         for row in &gap_rows {
             self.events.push(event_of(row)?);
         }
+        self.own += events.len();
         self.events.extend(events);
         self.usage
             .extend(after.into_iter().map(|(o, c)| (o, c, revision)));
@@ -972,17 +985,18 @@ fn run_batch(rt: &Handle, shared: &Shared, jobs: &mut [Box<dyn Job>]) -> Result<
         guard: None,
         fed: first,
         events: Vec::new(),
+        own: 0,
         usage: Vec::new(),
         revision: None,
+        savepoint: Savepoint::None,
     };
     let savepoints = jobs.len() > 1;
     let mut wrote = false;
     for job in jobs.iter_mut() {
         if savepoints {
-            rt.block_on(view.tx.batch_execute("SAVEPOINT step"))
-                .map_err(err)?;
+            view.savepoint = Savepoint::Pending;
         }
-        let (events, usage, fed) = (view.events.len(), view.usage.len(), view.fed);
+        let (events, own, usage, fed) = (view.events.len(), view.own, view.usage.len(), view.fed);
         view.revision = None;
         if job.run(&mut view) {
             if let Some(r) = view.revision {
@@ -991,11 +1005,12 @@ fn run_batch(rt: &Handle, shared: &Shared, jobs: &mut [Box<dyn Job>]) -> Result<
             }
         } else {
             // Its writes are undone; a lone step's whole transaction is rolled back below.
-            if savepoints {
+            if view.savepoint == Savepoint::Made {
                 rt.block_on(view.tx.batch_execute("ROLLBACK TO SAVEPOINT step"))
                     .map_err(err)?;
             }
             view.events.truncate(events);
+            view.own = own;
             view.usage.truncate(usage);
             view.fed = fed;
         }
@@ -1013,6 +1028,7 @@ fn run_batch(rt: &Handle, shared: &Shared, jobs: &mut [Box<dyn Job>]) -> Result<
         shared.saw(first);
         return Ok(());
     };
+    finish_batch(rt, shared, &tx, first, current, &events)?;
     rt.block_on(tx.commit()).map_err(err)?;
     if let Some(u) = &shared.usage {
         for (owner, counts, revision) in &usage {
@@ -1021,6 +1037,71 @@ fn run_batch(rt: &Handle, shared: &Shared, jobs: &mut [Box<dyn Job>]) -> Result<
     }
     shared.append_committed(&mut guard, events);
     *guard = (*guard).max(current);
+    Ok(())
+}
+
+/// The batch's writes made once for all its steps, in one round trip: the counter moves from
+/// `first` (the value locked) to `last`, the steps' events go to the change log (`events`
+/// ends with them, after other nodes' events read from the log), and one notification
+/// tells the other nodes.
+fn finish_batch(
+    rt: &Handle,
+    shared: &Shared,
+    tx: &deadpool_postgres::Transaction<'_>,
+    first: u64,
+    last: u64,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let err = |e| pg_err("a write transaction failed", e);
+    let own = events
+        .iter()
+        .rev()
+        .take_while(|e| e.revision > first)
+        .count();
+    let own = &events[events.len() - own..];
+    let (mut rev, mut seq) = (Vec::with_capacity(own.len()), Vec::with_capacity(own.len()));
+    let mut n = 0i32;
+    for (i, e) in own.iter().enumerate() {
+        n = if i > 0 && own[i - 1].revision == e.revision {
+            n + 1
+        } else {
+            0
+        };
+        rev.push(to_i64(e.revision));
+        seq.push(n);
+    }
+    let eb: Vec<&str> = own.iter().map(|e| &*e.bucket).collect();
+    let ek: Vec<&str> = own.iter().map(|e| &*e.key).collect();
+    let kind: Vec<&str> = own.iter().map(|e| e.kind.as_str()).collect();
+    let ev: Vec<&[u8]> = own.iter().map(|e| &e.value[..]).collect();
+    let ec: Vec<&[u8]> = own.iter().map(|e| &e.content_type[..]).collect();
+    let ee: Vec<Option<i64>> = own.iter().map(|e| e.expires_at.map(to_i64)).collect();
+    let payload = format!("{} {last}", shared.schema);
+    let (to, from) = (to_i64(last), to_i64(first));
+    let sql = &shared.sql;
+    let stmt = |q: &str| rt.block_on(tx.prepare_cached(q)).map_err(err);
+    let (bump, changes, notify) = (
+        stmt(&sql.bump_counter)?,
+        stmt(&sql.insert_changes)?,
+        stmt(&sql.notify)?,
+    );
+    let (bumped, _, _) = rt
+        .block_on(async {
+            let params: [&(dyn ToSql + Sync); 8] = [&rev, &seq, &eb, &ek, &kind, &ev, &ec, &ee];
+            let bump_params: [&(dyn ToSql + Sync); 2] = [&to, &from];
+            let notify_params: [&(dyn ToSql + Sync); 2] = [&schema::CHANNEL, &payload];
+            tokio::try_join!(
+                tx.execute(&bump, &bump_params),
+                tx.execute(&changes, &params),
+                tx.execute(&notify, &notify_params),
+            )
+        })
+        .map_err(err)?;
+    if bumped != 1 {
+        return Err(StoreError::internal(
+            "the revision counter moved under its lock",
+        ));
+    }
     Ok(())
 }
 

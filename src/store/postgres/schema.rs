@@ -166,7 +166,7 @@ impl Sql {
             ),
             counter: format!("SELECT v FROM {s}.rev"),
             lock_counter: format!("SELECT v FROM {s}.rev FOR UPDATE"),
-            bump_counter: format!("UPDATE {s}.rev SET v = v + 1 RETURNING v"),
+            bump_counter: format!("UPDATE {s}.rev SET v = $1 WHERE v = $2"),
             lock_keys: format!(
                 "SELECT k.bucket, k.key, k.revision, k.expires_at, k.owner,
                         octet_length(k.value)::bigint
@@ -191,8 +191,8 @@ impl Sql {
             insert_changes: format!(
                 "INSERT INTO {s}.changes
                      (revision, seq, bucket, key, kind, value, content_type, expires_at)
-                 SELECT $1, t.* FROM unnest($2::int4[], $3::text[], $4::text[], $5::text[],
-                                            $6::bytea[], $7::bytea[], $8::int8[]) AS t"
+                 SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[],
+                                      $5::text[], $6::bytea[], $7::bytea[], $8::int8[])"
             ),
             changes_between: format!(
                 "SELECT revision, seq, bucket, key, kind, value, content_type, expires_at
