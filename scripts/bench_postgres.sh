@@ -18,8 +18,8 @@
 # the node's pool size (the number of database connections its reads can use). Every row reports
 # PostgreSQL's CPU per request: utime + stime of the cluster's postmaster and all its children
 # (exited ones too, through the postmaster's cutime + cstime); Micronode rows also the server's.
-# Prints the rows of each round, then medians (min–max) of ROUNDS and the ratios against the
-# targets (Micronode GET ≥ 0.5 × pgbench select, PUT ≥ 0.5 × pgbench upsert, same connections).
+# Prints the rows of each round, then medians (min–max) of ROUNDS and the ratios (each round's
+# own, then their median) against the targets (Micronode GET ≥ 0.5 × pgbench select, PUT ≥ 0.5 × pgbench upsert, same connections).
 # Every load run is bounded by DUR. Needs pgbench and psql (Debian: postgresql-client).
 # Knobs: ROUNDS (3), DUR (5s, whole seconds), CONNS (64), THREADS (1), POOL (16), SLED (1), PGBENCH
 # (pgbench from the newest /usr/lib/postgresql/*/bin), SLED_PORT (5381), PG_PORT (5382),
@@ -326,14 +326,17 @@ for id in "${ORDER[@]}"; do
   printf '| %s | %s (%s) | %s | %s | %s | %s |\n' "${LABEL[$id]}" "$(med "$id" 1)" \
     "$(col "$id" 1 | minmax)" "$(med "$id" 2)" "$(med "$id" 3)" "$(med "$id" 4)" "$(med "$id" 5)"
 done
-ratio() { # NAME A B [TARGET]
-  awk -v n="$1" -v a="$(med "$2" 1)" -v b="$(med "$3" 1)" -v t="${4:-}" 'BEGIN {
-    r = b > 0 ? a / b : 0
-    v = t == "" ? "" : (r >= t ? "  (target >= " t ": met)" : "  (target >= " t ": NOT met)")
-    printf "  %-44s %8.3f%s\n", n, r, v }'
+# ratio NAME A B [TARGET] — A's rate over B's in each round (the two rows ran back to back, so a
+# round's ratio is less exposed to the machine's drift than a ratio of medians): their median
+# (min–max).
+ratio() {
+  paste -d' ' <(col "$2" 1) <(col "$3" 1) | awk '{ printf "%.3f\n", ($2 > 0 ? $1 / $2 : 0) }' >"$BENCH_TMP/ratio"
+  awk -v n="$1" -v m="$(median <"$BENCH_TMP/ratio")" -v r="$(minmax <"$BENCH_TMP/ratio")" -v t="${4:-}" 'BEGIN {
+    v = t == "" ? "" : (m >= t ? "  target >= " t ": met" : "  target >= " t ": NOT met")
+    printf "  %-44s %.3f (%s)%s\n", n, m, r, v }'
 }
 echo
-echo "Ratios (of the medians):"
+echo "Ratios, median (min–max) of the $ROUNDS rounds' own ratios:"
 ratio "micronode GET / pgbench select, c$CONNS" get sel 0.5
 [ "$POOL" = "$CONNS" ] || ratio "micronode GET / pgbench select, c$POOL" get selp
 ratio "micronode PUT / pgbench upsert, c$CONNS" put ups 0.5
