@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench scripts and perf/flamegraph.sh (sourced, not run). Sourcing only defines
 # functions; a script calls them in this order:
 #   . scripts/lib_bench.sh
@@ -9,6 +10,7 @@
 # Loopback only. Binaries come from ${CARGO_TARGET_DIR:-target}/release.
 # Knobs: DUR (5s), CONNS (64), THREADS (1), SERVER_CPU (0), CLIENT_CPU (1), H2_REQUESTS (200000).
 
+# shellcheck source=scripts/lib_boot.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib_boot.sh"
 
 # bench_init — sets the knob defaults, an empty pid list and BENCH_TMP, a fresh temp dir that
@@ -74,7 +76,9 @@ stop_pid() {
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
-# wrk_run PID URL [wrk args…] — prints "rps p50_us p99_us cpu_us_per_req requests".
+# wrk_run PID URL [wrk args…] — prints "rps p50_us p99_us cpu_us_per_req requests". With
+# WRK_STRICT=1, a run that got any non-2xx/3xx response prints nothing (and says so on stderr),
+# so that a caller's `read … < <(wrk_run …)` fails instead of counting errors as requests.
 wrk_run() {
   local pid=$1 url=$2
   shift 2
@@ -82,7 +86,7 @@ wrk_run() {
   c0=$(cpu_ticks "$pid")
   out=$(taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency "$@" "$url")
   c1=$(cpu_ticks "$pid")
-  echo "$out" | awk -v c0="$c0" -v c1="$c1" -v tck="$(getconf CLK_TCK)" '
+  echo "$out" | awk -v c0="$c0" -v c1="$c1" -v tck="$(getconf CLK_TCK)" -v strict="${WRK_STRICT:-0}" '
     function us(v) {
       if (v ~ /us$/) { sub(/us$/, "", v); return v + 0 }
       if (v ~ /ms$/) { sub(/ms$/, "", v); return v * 1000 }
@@ -93,7 +97,9 @@ wrk_run() {
     /Requests\/sec/ { rps = $2 }
     $1 == "50%" { p50 = us($2) }
     $1 == "99%" { p99 = us($2) }
+    /Non-2xx or 3xx responses/ { bad = $NF }
     END {
+      if (strict == 1 && bad > 0) { print "wrk: " bad " non-2xx/3xx responses" > "/dev/stderr"; exit 1 }
       if (reqs == 0) { print "0 0 0 0 0"; exit }
       printf "%.0f %.0f %.0f %.2f %d\n", rps, p50, p99, (c1 - c0) * 1000000 / tck / reqs, reqs
     }'
