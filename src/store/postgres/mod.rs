@@ -32,9 +32,11 @@
 //! network. A future call spawns its work there and awaits the join handle; a blocking call
 //! spawns it there and waits on a channel (inside `block_in_place` when the caller is a
 //! multi-thread runtime worker, so that worker's other tasks move on). Write steps are queued
-//! to the node's writer thread and answered through a oneshot channel; the writer drives the
-//! synchronous [`Locked`] view over the open transaction (each statement is
-//! `Handle::block_on` on the engine's runtime), which is what the shared `run_txn` needs.
+//! to the node's writer thread and answered through a oneshot channel. The writer has its
+//! own connection on its own current-thread runtime and drives the synchronous [`Locked`]
+//! view over the open transaction (each statement is a `block_on` on that runtime, which
+//! reads the answer on the same thread: no hand-off per statement) — what the shared
+//! `run_txn` needs.
 
 mod schema;
 
@@ -439,13 +441,14 @@ impl PgStore {
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let keep = to_i64(history.max(10_000) as u64);
+        let writer_pg = pg.clone();
         handle.spawn(listen(Arc::clone(&shared), pg, stop_rx, keep));
         let (queue, jobs) = std::sync::mpsc::channel::<Box<dyn Job>>();
         {
-            let (shared, handle) = (Arc::clone(&shared), handle.clone());
+            let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("micronode-pg-writer".to_owned())
-                .spawn(move || writer(&handle, &shared, &jobs))
+                .spawn(move || writer(&shared, &writer_pg, timeout, &jobs))
                 .map_err(|e| format!("cannot start the postgres engine's writer: {e}"))?;
         }
         Ok(PgStore {
@@ -620,8 +623,10 @@ async fn listen(
 
 /// An open write transaction, as [`Locked`] sees it.
 struct View<'a> {
-    rt: &'a Handle,
-    tx: &'a deadpool_postgres::Transaction<'a>,
+    rt: &'a Runtime,
+    tx: &'a tokio_postgres::Transaction<'a>,
+    /// The writer connection's prepared statements.
+    stmts: &'a Stmts,
     shared: &'a Shared,
     /// The counter's value when the step locked it.
     current: u64,
@@ -674,7 +679,7 @@ impl View<'_> {
     }
 
     fn stmt(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
-        self.q(self.tx.prepare_cached(sql))
+        self.stmts.get(self.rt, self.tx, sql)
     }
 
     /// Runs a step's first statement, preceded in the same round trip by its savepoint when
@@ -931,10 +936,61 @@ where
 /// Steps one transaction takes at most.
 const MAX_BATCH: usize = 128;
 
+/// Statements prepared on the writer's connection, by SQL text.
+#[derive(Default)]
+struct Stmts(std::cell::RefCell<HashMap<String, tokio_postgres::Statement>>);
+
+impl Stmts {
+    fn get(
+        &self,
+        rt: &Runtime,
+        tx: &tokio_postgres::Transaction<'_>,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, StoreError> {
+        if let Some(s) = self.0.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let stmt = rt
+            .block_on(tx.prepare(sql))
+            .map_err(|e| pg_err("cannot prepare a write statement", e))?;
+        self.0.borrow_mut().insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+}
+
+/// The writer's own connection. It is driven by the writer thread's current-thread runtime,
+/// so a statement's answer is read by the thread waiting for it: no hand-off between threads
+/// per statement.
+struct WriterConn {
+    client: tokio_postgres::Client,
+    stmts: Stmts,
+}
+
 /// The node's writer: takes the queued steps, as many as are waiting (up to [`MAX_BATCH`]),
 /// and runs them in one transaction, one commit for all (group commit). Runs until the
 /// store is dropped.
-fn writer(rt: &Handle, shared: &Shared, queue: &std::sync::mpsc::Receiver<Box<dyn Job>>) {
+fn writer(
+    shared: &Shared,
+    pg: &tokio_postgres::Config,
+    connect_timeout: Duration,
+    queue: &std::sync::mpsc::Receiver<Box<dyn Job>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(cause = %e, "the postgres writer cannot start its runtime");
+            while let Ok(job) = queue.recv() {
+                job.finish(Some(StoreError::internal(
+                    "the postgres writer has no runtime",
+                )));
+            }
+            return;
+        }
+    };
+    let mut conn: Option<WriterConn> = None;
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -946,20 +1002,56 @@ fn writer(rt: &Handle, shared: &Shared, queue: &std::sync::mpsc::Receiver<Box<dy
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
+            // Lets the connection task notice a connection the server closed meanwhile.
+            rt.block_on(tokio::task::yield_now());
+            if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+                conn = None;
+                match rt.block_on(connect(pg, connect_timeout)) {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => break Err(e),
+                }
+            }
+            let Some(c) = conn.as_mut() else {
+                break Err(StoreError::internal("no writer connection"));
+            };
             // A panicking step fails its batch, not the writer (every later write needs it).
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_batch(rt, shared, &mut jobs)
+                run_batch(&rt, shared, c, &mut jobs)
             }));
             match run.unwrap_or_else(|_| Err(StoreError::internal("a write step panicked"))) {
                 Err(e) if attempt < ATTEMPTS && retryable(&e) => continue,
                 other => break other,
             }
         };
+        if outcome.is_err() {
+            // Whatever state the connection is in, the next batch starts on a fresh one if
+            // this one is closed (checked above); an open one is reused.
+            if conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+                conn = None;
+            }
+        }
         let failed = shared.track(outcome).err();
         for job in jobs {
             job.finish(failed.clone());
         }
     }
+}
+
+/// Opens the writer's connection, its driver spawned on the calling runtime.
+async fn connect(pg: &tokio_postgres::Config, timeout: Duration) -> Result<WriterConn, StoreError> {
+    let (client, connection) = tokio::time::timeout(timeout, pg.connect(NoTls))
+        .await
+        .map_err(|_| StoreError::new(ErrorKind::Unavailable, "timed out connecting to PostgreSQL"))?
+        .map_err(|e| pg_err("cannot connect to PostgreSQL", e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(cause = %e, "the postgres writer's connection ended");
+        }
+    });
+    Ok(WriterConn {
+        client,
+        stmts: Stmts::default(),
+    })
 }
 
 /// One attempt of a batch: begin, lock the counter, each step in turn (each after a
@@ -968,18 +1060,22 @@ fn writer(rt: &Handle, shared: &Shared, queue: &std::sync::mpsc::Receiver<Box<dy
 /// earlier ones' writes, as if they had committed one by one. Nothing is answered before
 /// the commit, so no answer (not even a 412 judged on an earlier step's write) shows state
 /// that might not become durable.
-fn run_batch(rt: &Handle, shared: &Shared, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    let mut client = rt.block_on(shared.client())?;
+fn run_batch(
+    rt: &Runtime,
+    shared: &Shared,
+    conn: &mut WriterConn,
+    jobs: &mut [Box<dyn Job>],
+) -> Result<(), StoreError> {
     let err = |e| pg_err("a write transaction failed", e);
-    let tx = rt.block_on(client.transaction()).map_err(err)?;
-    let lock = rt
-        .block_on(tx.prepare_cached(&shared.sql.lock_counter))
-        .map_err(err)?;
+    let stmts = &conn.stmts;
+    let tx = rt.block_on(conn.client.transaction()).map_err(err)?;
+    let lock = stmts.get(rt, &tx, &shared.sql.lock_counter)?;
     let row = rt.block_on(tx.query_one(&lock, &[])).map_err(err)?;
     let first = to_u64(row.try_get(0).map_err(err)?);
     let mut view = View {
         rt,
         tx: &tx,
+        stmts,
         shared,
         current: first,
         guard: None,
@@ -1028,7 +1124,7 @@ fn run_batch(rt: &Handle, shared: &Shared, jobs: &mut [Box<dyn Job>]) -> Result<
         shared.saw(first);
         return Ok(());
     };
-    finish_batch(rt, shared, &tx, first, current, &events)?;
+    finish_batch(rt, shared, &tx, stmts, first, current, &events)?;
     rt.block_on(tx.commit()).map_err(err)?;
     if let Some(u) = &shared.usage {
         for (owner, counts, revision) in &usage {
@@ -1045,9 +1141,10 @@ fn run_batch(rt: &Handle, shared: &Shared, jobs: &mut [Box<dyn Job>]) -> Result<
 /// ends with them, after other nodes' events read from the log), and one notification
 /// tells the other nodes.
 fn finish_batch(
-    rt: &Handle,
+    rt: &Runtime,
     shared: &Shared,
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
+    stmts: &Stmts,
     first: u64,
     last: u64,
     events: &[Event],
@@ -1079,7 +1176,7 @@ fn finish_batch(
     let payload = format!("{} {last}", shared.schema);
     let (to, from) = (to_i64(last), to_i64(first));
     let sql = &shared.sql;
-    let stmt = |q: &str| rt.block_on(tx.prepare_cached(q)).map_err(err);
+    let stmt = |q: &str| stmts.get(rt, tx, q);
     let (bump, changes, notify) = (
         stmt(&sql.bump_counter)?,
         stmt(&sql.insert_changes)?,
