@@ -630,8 +630,8 @@ struct View<'a> {
     shared: &'a Shared,
     /// The counter's value when the step locked it.
     current: u64,
-    /// Held from the batch's first write to the append after commit.
-    guard: Option<OwnedMutexGuard<u64>>,
+    /// The feed's appender lock, held from the batch's start to the append after commit.
+    guard: OwnedMutexGuard<u64>,
     /// The newest revision whose events are in `events` (or in the feed already).
     fed: u64,
     /// Events to append after commit: other nodes' missing ones first, then the steps', in
@@ -756,14 +756,6 @@ impl Locked for View<'_> {
         }
         if !written.changed(ops) {
             return Ok(written);
-        }
-        // From here to the append after commit, this batch is the feed's only appender.
-        if self.guard.is_none() {
-            let guard = self
-                .rt
-                .block_on(Arc::clone(&self.shared.appended).lock_owned());
-            self.fed = *guard;
-            self.guard = Some(guard);
         }
         // Usage is kept in the shared table whether or not this node enforces quotas (another
         // node may); the step's owners come back with their new counts, judged below.
@@ -933,8 +925,9 @@ where
     }
 }
 
-/// Steps one transaction takes at most.
-const MAX_BATCH: usize = 128;
+/// Steps one transaction takes at most. Each is a subtransaction (its savepoint); PostgreSQL
+/// caches 64 per backend, and more would slow every session's snapshots.
+const MAX_BATCH: usize = 64;
 
 /// Statements prepared on the writer's connection, by SQL text.
 #[derive(Default)]
@@ -1072,14 +1065,19 @@ fn run_batch(
     let lock = stmts.get(rt, &tx, &shared.sql.lock_counter)?;
     let row = rt.block_on(tx.query_one(&lock, &[])).map_err(err)?;
     let first = to_u64(row.try_get(0).map_err(err)?);
+    // From here to the append after commit, this batch is the feed's only appender, and
+    // `fed` starts from what the feed holds (the listener may not have read every revision
+    // up to `first` yet: the first writing step reads those from the log).
+    let guard = rt.block_on(Arc::clone(&shared.appended).lock_owned());
+    let fed = *guard;
     let mut view = View {
         rt,
         tx: &tx,
         stmts,
         shared,
         current: first,
-        guard: None,
-        fed: first,
+        guard,
+        fed,
         events: Vec::new(),
         own: 0,
         usage: Vec::new(),
@@ -1112,18 +1110,18 @@ fn run_batch(
         }
     }
     let View {
-        guard,
+        mut guard,
         events,
         usage,
         current,
         ..
     } = view;
-    let Some(mut guard) = guard.filter(|_| wrote) else {
+    if !wrote {
         // Nothing written: nothing to commit. A 404/412 names the revision it was judged at.
         let _ = rt.block_on(tx.rollback());
         shared.saw(first);
         return Ok(());
-    };
+    }
     finish_batch(rt, shared, &tx, stmts, first, current, &events)?;
     rt.block_on(tx.commit()).map_err(err)?;
     if let Some(u) = &shared.usage {

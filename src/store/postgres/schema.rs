@@ -51,9 +51,11 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO {s}.rev (id, v) VALUES (true, {floor});
     "#,
     // 2: tenant usage, shared by every node: kept in each write's transaction, under the
-    // counter's lock, so quotas hold across nodes. Seeded from the records (the node's own
+    // counter's lock, so quotas hold across nodes. Seeded from the records under that lock,
+    // so no write of a running node falls between the count and the table (the node's own
     // `_` buckets and the system owner `''` count for nobody).
     r#"
+    SELECT v FROM {s}.rev FOR UPDATE;
     CREATE TABLE {s}.usage (
         owner text COLLATE "C" PRIMARY KEY,
         keys bigint NOT NULL,
