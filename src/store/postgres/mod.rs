@@ -441,7 +441,9 @@ impl PgStore {
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let keep = to_i64(history.max(10_000) as u64);
-        let writer_pg = pg.clone();
+        // The writer's connection names itself, so a DBA can tell it from the readers.
+        let mut writer_pg = pg.clone();
+        writer_pg.application_name(format!("micronode writer {}", cfg.schema));
         handle.spawn(listen(Arc::clone(&shared), pg, stop_rx, keep));
         let (queue, jobs) = std::sync::mpsc::channel::<Box<dyn Job>>();
         {
@@ -1008,11 +1010,18 @@ fn writer(
                 break Err(StoreError::internal("no writer connection"));
             };
             // A panicking step fails its batch, not the writer (every later write needs it).
+            let mut committing = false;
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_batch(&rt, shared, c, &mut jobs)
+                run_batch(&rt, shared, c, &mut jobs, &mut committing)
             }));
-            match run.unwrap_or_else(|_| Err(StoreError::internal("a write step panicked"))) {
-                Err(e) if attempt < ATTEMPTS && retryable(&e) => continue,
+            let outcome =
+                run.unwrap_or_else(|_| Err(StoreError::internal("a write step panicked")));
+            // A connection found closed (the server restarted, or dropped it while idle)
+            // before `COMMIT` was sent committed nothing: once, the batch is run again on a
+            // fresh one, rather than failing every step in it.
+            let stale = attempt == 1 && !committing && c.client.is_closed();
+            match outcome {
+                Err(e) if attempt < ATTEMPTS && (retryable(&e) || stale) => continue,
                 other => break other,
             }
         };
@@ -1058,6 +1067,7 @@ fn run_batch(
     shared: &Shared,
     conn: &mut WriterConn,
     jobs: &mut [Box<dyn Job>],
+    committing: &mut bool,
 ) -> Result<(), StoreError> {
     let err = |e| pg_err("a write transaction failed", e);
     let stmts = &conn.stmts;
@@ -1123,6 +1133,7 @@ fn run_batch(
         return Ok(());
     }
     finish_batch(rt, shared, &tx, stmts, first, current, &events)?;
+    *committing = true;
     rt.block_on(tx.commit()).map_err(err)?;
     if let Some(u) = &shared.usage {
         for (owner, counts, revision) in &usage {
@@ -1707,6 +1718,41 @@ mod tests {
         await_usage(&a, "q", want);
         // Another tenant is not limited by q's quota.
         put_as(&a, "other", b"x", "r").expect("r is unlimited");
+    }
+
+    /// The writer's connection dropped by the server while idle (a restart, an idle timeout,
+    /// an administrator): the next write is still answered, on a fresh connection, not 503.
+    #[test]
+    fn a_write_after_the_writers_connection_was_dropped_is_answered() {
+        let Some((a, _b)) = two_nodes() else { return };
+        put_as(&a, "before", b"1", "default").expect("write");
+        let url = std::env::var("MICRONODE_TEST_PG_URL").expect("set");
+        let name = format!("micronode writer {}", a.shared.schema);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let killed: i64 = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            let driver = tokio::spawn(conn);
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE application_name = left($1, 63)) t",
+                    &[&name],
+                )
+                .await
+                .expect("terminate");
+            driver.abort();
+            row.get(0)
+        });
+        assert_eq!(killed, 1, "the writer's one connection");
+        for i in 0..3 {
+            put_as(&a, &format!("after{i}"), b"2", "default")
+                .expect("answered on a fresh connection");
+        }
     }
 
     /// A node cut off from the change log for longer than it is kept (simulated: its feed is
