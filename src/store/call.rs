@@ -85,6 +85,13 @@ impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
+
+    /// The attached cause itself, to inspect by type (`downcast_ref`). Not the same as
+    /// [`std::error::Error::source`], which goes through the shared wrapper and so never
+    /// downcasts to the cause's type.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
 }
 
 /// Whether an I/O error means "no space left" (`ENOSPC`, or `EDQUOT` for a user quota).
@@ -186,6 +193,8 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::DiskFull);
         assert!(e.to_string().starts_with("flush failed: "), "{e}");
         assert!(std::error::Error::source(&e).is_some());
+        let io = e.cause().and_then(|c| c.downcast_ref::<std::io::Error>());
+        assert!(io.is_some(), "the cause downcasts to its own type");
         let e = StoreError::io("read failed", std::io::Error::other("boom"));
         assert_eq!(e.kind(), ErrorKind::Internal);
     }

@@ -121,11 +121,30 @@ fn pool_err(e: PoolError) -> StoreError {
 }
 
 fn retryable(e: &StoreError) -> bool {
-    std::error::Error::source(e)
+    e.cause()
         .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
         .and_then(|e| e.code())
         .is_some_and(|c| {
             *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+        })
+}
+
+/// Whether `e` says the connection itself is gone (closed, an I/O error, or the server
+/// ending the session: an administrator's or a shutdown's termination).
+fn connection_lost(e: &StoreError) -> bool {
+    let Some(source) = e.cause() else {
+        return false;
+    };
+    let Some(pg) = source.downcast_ref::<tokio_postgres::Error>() else {
+        return source.downcast_ref::<std::io::Error>().is_some();
+    };
+    pg.is_closed()
+        || std::error::Error::source(pg)
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+        || pg.code().is_some_and(|c| {
+            *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
         })
 }
 
@@ -1019,9 +1038,15 @@ fn writer(
             // A connection found closed (the server restarted, or dropped it while idle)
             // before `COMMIT` was sent committed nothing: once, the batch is run again on a
             // fresh one, rather than failing every step in it.
-            let stale = attempt == 1 && !committing && c.client.is_closed();
+            let stale = |e: &StoreError| {
+                attempt == 1 && !committing && (c.client.is_closed() || connection_lost(e))
+            };
             match outcome {
-                Err(e) if attempt < ATTEMPTS && (retryable(&e) || stale) => continue,
+                Err(e) if attempt < ATTEMPTS && stale(&e) => {
+                    conn = None;
+                    continue;
+                }
+                Err(e) if attempt < ATTEMPTS && retryable(&e) => continue,
                 other => break other,
             }
         };
