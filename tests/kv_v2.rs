@@ -1436,15 +1436,7 @@ fn balances(addr: SocketAddr) -> Option<Vec<u64>> {
 /// One transfer attempt between two accounts; `None` when the server is gone, `Some(false)`
 /// when a compare failed (retry).
 fn transfer(addr: SocketAddr, rng: &mut u64) -> Option<bool> {
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    };
-    let from = (next() % ACCOUNTS as u64) as usize;
-    let to = (from + 1 + (next() % (ACCOUNTS as u64 - 1)) as usize) % ACCOUNTS;
-    let amount = next() % 30 + 1;
+    let (from, to, amount) = support::pick_transfer(rng, ACCOUNTS);
     let keys = [format!("acct{from}"), format!("acct{to}")];
     let read = try_txn(
         addr,

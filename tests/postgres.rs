@@ -1066,15 +1066,7 @@ type Transfer = (u64, usize, usize, u64);
 /// One transfer attempt between two accounts (read both, then write both if neither changed);
 /// `None` when a compare failed.
 fn transfer(addr: SocketAddr, rng: &mut u64) -> Option<Transfer> {
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    };
-    let from = (next() % ACCOUNTS as u64) as usize;
-    let to = (from + 1 + (next() % (ACCOUNTS as u64 - 1)) as usize) % ACCOUNTS;
-    let amount = next() % 30 + 1;
+    let (from, to, amount) = support::pick_transfer(rng, ACCOUNTS);
     let keys = [format!("acct{from}"), format!("acct{to}")];
     let read = txn_ok(
         addr,

@@ -762,3 +762,18 @@ pub fn parse_sse_block(block: &str) -> SseItem {
         data: data.unwrap_or_else(|| panic!("event without data: {block:?}")),
     }
 }
+
+/// A random transfer for the bank-invariant tests: `(from, to, amount)` with `from != to`,
+/// both below `accounts`, amount 1–30; `rng` is an xorshift state (never 0).
+pub fn pick_transfer(rng: &mut u64, accounts: usize) -> (usize, usize, u64) {
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    let n = accounts as u64;
+    let from = (next() % n) as usize;
+    let to = (from + 1 + (next() % (n - 1)) as usize) % accounts;
+    (from, to, next() % 30 + 1)
+}
