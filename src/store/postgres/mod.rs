@@ -658,8 +658,6 @@ struct View<'a> {
     /// Events to append after commit: other nodes' missing ones first, then the steps', in
     /// revision order.
     events: Vec<Event>,
-    /// How many of `events` are the batch's own (the rest are already in the change log).
-    own: usize,
     /// Each writing step's owners' usage after it, from the shared `usage` table, with the
     /// step's revision.
     usage: Vec<(String, usage::Counts, u64)>,
@@ -898,7 +896,6 @@ impl Locked for View<'_> {
         for row in &gap_rows {
             self.events.push(event_of(row)?);
         }
-        self.own += events.len();
         self.events.extend(events);
         self.usage
             .extend(after.into_iter().map(|(o, c)| (o, c, revision)));
@@ -1114,7 +1111,6 @@ fn run_batch(
         guard,
         fed,
         events: Vec::new(),
-        own: 0,
         usage: Vec::new(),
         revision: None,
         savepoint: Savepoint::None,
@@ -1125,7 +1121,7 @@ fn run_batch(
         if savepoints {
             view.savepoint = Savepoint::Pending;
         }
-        let (events, own, usage, fed) = (view.events.len(), view.own, view.usage.len(), view.fed);
+        let (events, usage, fed) = (view.events.len(), view.usage.len(), view.fed);
         view.revision = None;
         if job.run(&mut view) {
             if let Some(r) = view.revision {
@@ -1139,7 +1135,6 @@ fn run_batch(
                     .map_err(err)?;
             }
             view.events.truncate(events);
-            view.own = own;
             view.usage.truncate(usage);
             view.fed = fed;
         }
