@@ -37,11 +37,19 @@ pub struct StoreError {
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
+/// ": cause: its cause: …", the whole chain: some causes name only their kind ("db error",
+/// "error performing TLS handshake") and leave the reason to their own source.
 fn cause_suffix(source: &Option<Arc<dyn std::error::Error + Send + Sync>>) -> String {
-    source
-        .as_ref()
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default()
+    let mut out = String::new();
+    let mut next = source
+        .as_deref()
+        .map(|s| s as &(dyn std::error::Error + 'static));
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
 }
 
 impl StoreError {
