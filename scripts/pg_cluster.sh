@@ -4,7 +4,9 @@
 #
 #   scripts/pg_cluster.sh start DIR   initdb into DIR, start on 127.0.0.1 with a free port,
 #                                     trust auth for loopback, create database `micronode`,
-#                                     print MICRONODE_TEST_PG_URL=... (also written to DIR/url)
+#                                     print MICRONODE_TEST_PG_URL=... (also written to DIR/url);
+#                                     TLS on, with a certificate for 127.0.0.1 and localhost
+#                                     from a throwaway CA, DIR/ca.pem (needs openssl)
 #   scripts/pg_cluster.sh stop DIR    pg_ctl stop -m fast (the data stays in DIR)
 #   scripts/pg_cluster.sh resume DIR  start a stopped cluster again, on the same port
 #
@@ -74,6 +76,7 @@ start() {
     chmod o+x "$dir"
   fi
   chmod 700 "$dir/data"
+  tls_files
 
   as_owner "$initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --locale=C \
     >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
@@ -113,9 +116,39 @@ start() {
   echo "MICRONODE_TEST_PG_URL=$url"
 }
 
+# A throwaway CA (DIR/ca.pem, what clients trust) and the server's certificate for 127.0.0.1
+# and localhost, signed by it (DIR/tls/server.{crt,key}, readable by the cluster's owner only).
+tls_files() {
+  if ! command -v openssl >/dev/null; then
+    if [ "${CI:-}" = true ]; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
+    else
+      echo "openssl not found: the cluster runs without TLS" >&2
+      return 0
+    fi
+  fi
+  local t="$dir/tls"
+  mkdir -p "$t"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+    -subj "/CN=micronode test CA" -keyout "$t/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=micronode test database" -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$t/ext"
+  openssl x509 -req -in "$t/server.csr" -CA "$dir/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+    -days 7 -extfile "$t/ext" -out "$t/server.crt" 2>/dev/null
+  rm -f "$t/ca.key" "$t/server.csr" "$dir/ca.srl"
+  chmod 600 "$t/server.key"
+  if [ "$(id -u)" = 0 ]; then chown -R "$PG_USER" "$t"; fi
+}
+
 # The server's options; the port is the only one that varies.
 server_opts() {
-  echo "-c listen_addresses=127.0.0.1 -p $1 -k $dir/sock -c fsync=on -c max_connections=200 -c shared_buffers=32MB"
+  local tls=""
+  if [ -e "$dir/tls/server.crt" ]; then
+    tls="-c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key"
+  fi
+  echo "-c listen_addresses=127.0.0.1 -p $1 -k $dir/sock -c fsync=on -c max_connections=200 -c shared_buffers=32MB $tls"
 }
 
 resume() {

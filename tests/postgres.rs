@@ -1,8 +1,8 @@
 //! The postgres engine over HTTP, against a real PostgreSQL (`MICRONODE_TEST_PG_URL`, see
 //! scripts/pg_cluster.sh): one node doing every KV route, then two nodes over one schema
 //! (a CAS race split over both, a watcher on one seeing the other's writes in order, bank
-//! transfers split over both), snapshots moving data between engines, and database outages
-//! under load and on an idle node.
+//! transfers split over both), snapshots moving data between engines, database outages
+//! under load and on an idle node, and TLS to the database (`MICRONODE_TEST_PG_CA`).
 //!
 //! Without `MICRONODE_TEST_PG_URL` each test prints `SKIPPED` and passes — except under
 //! `CI=true`, where it fails: CI must never go green by skipping.
@@ -697,6 +697,105 @@ fn the_binary_serves_on_postgres_and_stops_cleanly_on_sigterm() {
     // A second node process over the same schema reads what the first wrote.
     let t = support::ChildServer::spawn(&env);
     assert_eq!(t.get("/v1/kv/c/k").body, b"v");
+}
+
+/// The CA the test cluster's certificate chains to (`scripts/pg_cluster.sh` writes DIR/ca.pem),
+/// or `None` (after a loud line) when there is none.
+fn pg_ca() -> Option<String> {
+    match std::env::var("MICRONODE_TEST_PG_CA") {
+        Ok(ca) if !ca.is_empty() => Some(ca),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "MICRONODE_TEST_PG_CA not set under CI=true (DIR/ca.pem of scripts/pg_cluster.sh)"
+            );
+            eprintln!(
+                "SKIPPED: MICRONODE_TEST_PG_CA not set (DIR/ca.pem of scripts/pg_cluster.sh)"
+            );
+            None
+        }
+    }
+}
+
+/// `url` with one more query parameter.
+fn with_param(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
+}
+
+#[test]
+fn a_node_talks_to_the_database_over_tls_and_verifies_it() {
+    let Some(url) = pg_url() else { return };
+    let Some(ca) = pg_ca() else { return };
+    let schema = fresh_schema();
+    // libpq's strictest mode, as users copy it from their provider's docs.
+    let tls_url = with_param(&url, "sslmode=verify-full");
+    let a = TestServer::start(&[
+        ("MICRONODE_STORAGE_ENGINE", "postgres"),
+        ("MICRONODE_PG_URL", tls_url.as_str()),
+        ("MICRONODE_PG_CA_FILE", ca.as_str()),
+        ("MICRONODE_PG_SCHEMA", schema.as_str()),
+        ("MICRONODE_PG_POOL_SIZE", "2"),
+    ]);
+    assert_eq!(put(a.addr, "/v1/kv/t/k", b"over tls", &[]).status, 201);
+    assert_eq!(a.get("/v1/kv/t/k").body, b"over tls");
+
+    // The database's own view: the node's writer connection is encrypted.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let writer = format!("micronode writer {schema}");
+    let (conns, encrypted): (i64, Option<bool>) = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let driver = tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT count(*), bool_and(s.ssl) FROM pg_stat_activity a
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = left($1, 63)",
+                &[&writer],
+            )
+            .await
+            .expect("pg_stat_ssl");
+        driver.abort();
+        (row.get(0), row.get(1))
+    });
+    assert_eq!(
+        (conns, encrypted),
+        (1, Some(true)),
+        "the writer's connection"
+    );
+
+    // A certificate that does not chain to the configured CA: boot refuses, naming the cause.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("a CA the database does not use");
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, other.cert.pem()).expect("write");
+    let require = with_param(&url, "sslmode=require");
+    let boot = |url: &str, ca: &str| {
+        support::run_binary(
+            &[],
+            &[
+                ("MICRONODE_STORAGE_ENGINE", "postgres"),
+                ("MICRONODE_PG_URL", url),
+                ("MICRONODE_PG_CA_FILE", ca),
+                ("MICRONODE_PG_SCHEMA", schema.as_str()),
+                ("MICRONODE_BIND_ADDR", "127.0.0.1:0"),
+            ],
+            dir.path(),
+        )
+    };
+    let (code, _, err) = boot(&require, &other_ca.to_string_lossy());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // A CA without a URL that asks for TLS would silently go unused: refused too.
+    let (code, _, err) = boot(&url, &ca);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("sslmode=require"), "{err}");
 }
 
 #[test]

@@ -23,6 +23,9 @@
 //!   same lock, after first reading any gap left by other nodes' writes — so the feed gets
 //!   every revision once, in order.
 //!
+//! - **TLS.** Every connection (pooled, writer, listener, boot) uses the URL's `sslmode`:
+//!   `require` is TLS with the server verified, anything else plain TCP ([`tls`]).
+//!
 //! # Threads
 //! The trait mixes futures (`get`, `write`, …) with blocking calls (`expired`, `scan`,
 //! `applied_revision`, `probe`, `flush_blocking`), and callers come from the server's runtime,
@@ -39,6 +42,7 @@
 //! `run_txn` needs.
 
 mod schema;
+mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,9 +54,9 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{Mutex, OwnedMutexGuard};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::usage::{self, Usage};
 use super::{
@@ -171,6 +175,18 @@ struct Shared {
     seen: AtomicU64,
     healthy: AtomicBool,
     usage: Option<Arc<Usage>>,
+    /// Every connection's TLS: used when the URL asks for it (see [`tls::config`]).
+    tls: PgTls,
+}
+
+/// The TLS connector, named in `Debug` output without its configuration.
+#[derive(Clone)]
+struct PgTls(MakeRustlsConnect);
+
+impl std::fmt::Debug for PgTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgTls")
+    }
 }
 
 impl Shared {
@@ -367,10 +383,7 @@ impl PgStore {
         usage: Option<Arc<Usage>>,
     ) -> Result<PgStore, String> {
         crate::config::valid_pg_schema(&cfg.schema)?;
-        let mut pg: tokio_postgres::Config = cfg
-            .url
-            .parse()
-            .map_err(|e| format!("MICRONODE_PG_URL is not a PostgreSQL URL: {e}"))?;
+        let (mut pg, tls) = tls::config(cfg)?;
         let timeout = Duration::from_millis(cfg.connect_timeout_ms);
         pg.connect_timeout(timeout);
         pg.application_name("micronode");
@@ -391,7 +404,7 @@ impl PgStore {
         }
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -415,11 +428,11 @@ impl PgStore {
         let schema = cfg.schema.clone();
         let sql = Sql::new(&schema);
         let boot = {
-            let (pg, schema, usage) = (pg.clone(), schema.clone(), usage.clone());
+            let (pg, tls, schema, usage) = (pg.clone(), tls.clone(), schema.clone(), usage.clone());
             let (counter_sql, usage_sql) = (sql.counter.clone(), sql.usage.clone());
             async move {
                 let (mut client, conn) = pg
-                    .connect(NoTls)
+                    .connect(tls)
                     .await
                     .map_err(|e| pg_err("cannot connect to PostgreSQL", e))?;
                 let driver = tokio::spawn(conn);
@@ -457,6 +470,7 @@ impl PgStore {
             seen: AtomicU64::new(counter),
             healthy: AtomicBool::new(true),
             usage,
+            tls: PgTls(tls),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let keep = to_i64(history.max(10_000) as u64);
@@ -571,7 +585,7 @@ async fn listen(
     // database stays away, back to the minimum once a catch-up succeeds.
     let mut backoff = RECONNECT_MIN;
     loop {
-        if let Ok((client, mut conn)) = pg.connect(NoTls).await {
+        if let Ok((client, mut conn)) = pg.connect(shared.tls.0.clone()).await {
             let wake = Arc::new(tokio::sync::Notify::new());
             let prefix = format!("{} ", shared.schema);
             let driver = {
@@ -1017,7 +1031,7 @@ fn writer(
             rt.block_on(tokio::task::yield_now());
             if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
                 conn = None;
-                match rt.block_on(connect(pg, connect_timeout)) {
+                match rt.block_on(connect(pg, &shared.tls.0, connect_timeout)) {
                     Ok(c) => conn = Some(c),
                     Err(e) => break Err(e),
                 }
@@ -1062,8 +1076,12 @@ fn writer(
 }
 
 /// Opens the writer's connection, its driver spawned on the calling runtime.
-async fn connect(pg: &tokio_postgres::Config, timeout: Duration) -> Result<WriterConn, StoreError> {
-    let (client, connection) = tokio::time::timeout(timeout, pg.connect(NoTls))
+async fn connect(
+    pg: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
+    timeout: Duration,
+) -> Result<WriterConn, StoreError> {
+    let (client, connection) = tokio::time::timeout(timeout, pg.connect(tls.clone()))
         .await
         .map_err(|_| StoreError::new(ErrorKind::Unavailable, "timed out connecting to PostgreSQL"))?
         .map_err(|e| pg_err("cannot connect to PostgreSQL", e))?;
