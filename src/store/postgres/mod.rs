@@ -176,17 +176,7 @@ struct Shared {
     healthy: AtomicBool,
     usage: Option<Arc<Usage>>,
     /// Every connection's TLS: used when the URL asks for it (see [`tls::config`]).
-    tls: PgTls,
-}
-
-/// The TLS connector, named in `Debug` output without its configuration.
-#[derive(Clone)]
-struct PgTls(MakeRustlsConnect);
-
-impl std::fmt::Debug for PgTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PgTls")
-    }
+    tls: tls::PgTls,
 }
 
 impl Shared {
@@ -404,7 +394,7 @@ impl PgStore {
         }
         let manager = Manager::from_config(
             pg.clone(),
-            tls.clone(),
+            tls.0.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -432,7 +422,7 @@ impl PgStore {
             let (counter_sql, usage_sql) = (sql.counter.clone(), sql.usage.clone());
             async move {
                 let (mut client, conn) = pg
-                    .connect(tls)
+                    .connect(tls.0)
                     .await
                     .map_err(|e| pg_err("cannot connect to PostgreSQL", e))?;
                 let driver = tokio::spawn(conn);
@@ -470,7 +460,7 @@ impl PgStore {
             seen: AtomicU64::new(counter),
             healthy: AtomicBool::new(true),
             usage,
-            tls: PgTls(tls),
+            tls,
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let keep = to_i64(history.max(10_000) as u64);

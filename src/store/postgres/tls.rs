@@ -22,18 +22,31 @@ use crate::config::PostgresCfg;
 
 const CA_KNOB: &str = "MICRONODE_PG_CA_FILE";
 
+/// The TLS connector of every connection, named in `Debug` output without its configuration.
+#[derive(Clone)]
+pub(super) struct PgTls(pub(super) MakeRustlsConnect);
+
+impl std::fmt::Debug for PgTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgTls")
+    }
+}
+
 /// The connection settings from `MICRONODE_PG_URL`, and the TLS connector every connection
 /// uses (never, when the URL does not ask for TLS). The error names the knob at fault.
-pub(super) fn config(
-    cfg: &PostgresCfg,
-) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
+pub(super) fn config(cfg: &PostgresCfg) -> Result<(tokio_postgres::Config, PgTls), String> {
     let url = cfg
         .url
         .replace("sslmode=verify-full", "sslmode=require")
         .replace("sslmode=verify-ca", "sslmode=require");
-    let mut pg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| format!("MICRONODE_PG_URL is not a PostgreSQL URL: {e}"))?;
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|e| {
+        let hint = if url.contains("sslrootcert") {
+            format!(" (give the CA file as {CA_KNOB} instead)")
+        } else {
+            String::new()
+        };
+        format!("MICRONODE_PG_URL is not a PostgreSQL URL: {e}{hint}")
+    })?;
     let roots = if pg.get_ssl_mode() == SslMode::Require {
         roots(&cfg.ca_file)?
     } else {
@@ -52,7 +65,7 @@ pub(super) fn config(
         .map_err(|e| format!("TLS configuration: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok((pg, MakeRustlsConnect::new(client)))
+    Ok((pg, PgTls(MakeRustlsConnect::new(client))))
 }
 
 /// aws-lc-rs with the post-quantum hybrid key exchange offered first.
@@ -96,4 +109,72 @@ fn roots(ca: &Path) -> Result<RootCertStore, String> {
         roots.add(cert).map_err(|e| err(&e))?;
     }
     Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(url: &str, ca: &str) -> PostgresCfg {
+        PostgresCfg {
+            url: url.to_owned(),
+            ca_file: ca.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ca_file(dir: &Path) -> String {
+        let ca = rcgen::generate_simple_self_signed(vec!["db.example".to_owned()]).expect("cert");
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, ca.cert.pem()).expect("write");
+        path.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn tls_is_used_only_when_the_url_requires_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = ca_file(dir.path());
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://u@db.example/d?sslmode={mode}");
+            let (pg, _) = config(&cfg(&url, &ca)).expect(mode);
+            assert_eq!(pg.get_ssl_mode(), SslMode::Require, "{mode}");
+        }
+        for url in [
+            "postgres://u@db.example/d",
+            "postgres://u@db.example/d?sslmode=prefer",
+        ] {
+            let (pg, _) = config(&cfg(url, "")).expect(url);
+            assert_eq!(pg.get_ssl_mode(), SslMode::Disable, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_that_would_go_unused_or_cannot_be_read_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = ca_file(dir.path());
+        let err = config(&cfg("postgres://u@db.example/d", &ca)).expect_err("no TLS asked");
+        assert!(
+            err.contains(CA_KNOB) && err.contains("sslmode=require"),
+            "{err}"
+        );
+
+        let url = "postgres://u@db.example/d?sslmode=require";
+        let missing = dir.path().join("missing.pem");
+        let err = config(&cfg(url, &missing.to_string_lossy())).expect_err("missing file");
+        assert!(
+            err.contains(CA_KNOB) && err.contains("missing.pem"),
+            "{err}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        let err = config(&cfg(url, &empty.to_string_lossy())).expect_err("no certificate");
+        assert!(err.contains("no CERTIFICATE block"), "{err}");
+    }
+
+    #[test]
+    fn sslrootcert_in_the_url_points_at_the_ca_knob() {
+        let url = "postgres://u@db.example/d?sslmode=verify-full&sslrootcert=/etc/ca.pem";
+        let err = config(&cfg(url, "")).expect_err("tokio-postgres has no sslrootcert");
+        assert!(err.contains(CA_KNOB), "{err}");
+    }
 }
