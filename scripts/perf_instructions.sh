@@ -48,17 +48,39 @@ load() {
   }
 }
 
+# free_port — a loopback port nothing listens on now.
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+}
+
+# finish PID — stops PID (SIGTERM, callgrind writes its totals) and drops it from BENCH_PIDS.
+finish() {
+  local p kept=()
+  stop_pid "$1"
+  for p in ${BENCH_PIDS[@]+"${BENCH_PIDS[@]}"}; do
+    [ "$p" = "$1" ] || kept+=("$p")
+  done
+  BENCH_PIDS=(${kept[@]+"${kept[@]}"})
+}
+
 # bare_run COUNT — TOTAL: instructions of bare hyper booting and answering COUNT requests.
 bare_run() {
   local out="$BENCH_TMP/bare-$1.cg" port
-  port=$((20000 + RANDOM % 20000))
+  port=$(free_port)
   MICRONODE_WORKERS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$(target_dir)/release/examples/bare_hyper" "127.0.0.1:$port" >"$BENCH_TMP/bare.log" 2>&1 &
   local pid=$!
   BENCH_PIDS+=("$pid")
   BOOT_ATTEMPTS=1200 boot_wait "$pid" "$BENCH_TMP/bare.log" "127.0.0.1:$port" /
   load "http://127.0.0.1:$port/" "$1"
-  stop_pid "$pid"
+  finish "$pid"
   total "$out"
 }
 
@@ -66,7 +88,7 @@ bare_run() {
 # answering COUNT GETs of PATH.
 node_run() {
   local out="$BENCH_TMP/node-$1-${2//\//_}.cg" port
-  port=$((20000 + RANDOM % 20000))
+  port=$(free_port)
   BOOT_ATTEMPTS=1200 boot_micronode "$BENCH_TMP/node.log" MICRONODE_WORKERS=1 RUST_LOG=warn \
     MICRONODE_BIND_ADDR="127.0.0.1:$port" MICRONODE_STORAGE_ENGINE=mem \
     -- valgrind --tool=callgrind --callgrind-out-file="$out"
@@ -75,7 +97,7 @@ node_run() {
   head -c 128 /dev/zero | tr '\0' x |
     curl -fsS -o /dev/null -X PUT --data-binary @- "$base/v1/kv/bench/k128"
   load "$base$2" "$1"
-  stop_pid "$pid"
+  finish "$pid"
   total "$out"
 }
 

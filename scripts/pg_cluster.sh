@@ -128,15 +128,21 @@ tls_files() {
       return 0
     fi
   fi
-  local t="$dir/tls"
+  local t="$dir/tls" log="$dir/openssl.log"
   mkdir -p "$t"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
-    -subj "/CN=micronode test CA" -keyout "$t/ca.key" -out "$dir/ca.pem" 2>/dev/null
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -subj "/CN=micronode test database" -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$t/ext"
-  openssl x509 -req -in "$t/server.csr" -CA "$dir/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
-    -days 7 -extfile "$t/ext" -out "$t/server.crt" 2>/dev/null
+  {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+      -subj "/CN=micronode test CA" -keyout "$t/ca.key" -out "$dir/ca.pem" &&
+      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj "/CN=micronode test database" -keyout "$t/server.key" -out "$t/server.csr" &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$t/ext" &&
+      openssl x509 -req -in "$t/server.csr" -CA "$dir/ca.pem" -CAkey "$t/ca.key" \
+        -CAcreateserial -days 7 -extfile "$t/ext" -out "$t/server.crt"
+  } >"$log" 2>&1 || {
+    echo "openssl could not make the test certificates:" >&2
+    cat "$log" >&2
+    exit 1
+  }
   rm -f "$t/ca.key" "$t/server.csr" "$dir/ca.srl"
   chmod 600 "$t/server.key"
   if [ "$(id -u)" = 0 ]; then chown -R "$PG_USER" "$t"; fi

@@ -795,7 +795,35 @@ fn a_node_talks_to_the_database_over_tls_and_verifies_it() {
     // A CA without a URL that asks for TLS would silently go unused: refused too.
     let (code, _, err) = boot(&url, &ca);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("sslmode=require"), "{err}");
+    assert!(err.contains("sslmode=verify-full"), "{err}");
+
+    // The same server dialled under a name its certificate does not carry (`hostaddr` is
+    // where to connect, the host what to expect): verify-full refuses, verify-ca (chain only,
+    // as libpq means it) serves.
+    let renamed = with_param(
+        &url.replacen("@127.0.0.1:", "@db.invalid:", 1),
+        "hostaddr=127.0.0.1",
+    );
+    assert_ne!(renamed, url, "the test URL names 127.0.0.1");
+    let (code, _, err) = boot(&with_param(&renamed, "sslmode=verify-full"), &ca);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not valid for name"), "{err}");
+    let verify_ca = with_param(&renamed, "sslmode=verify-ca");
+    let b = TestServer::start(&[
+        ("MICRONODE_STORAGE_ENGINE", "postgres"),
+        ("MICRONODE_PG_URL", verify_ca.as_str()),
+        ("MICRONODE_PG_CA_FILE", ca.as_str()),
+        ("MICRONODE_PG_SCHEMA", schema.as_str()),
+        ("MICRONODE_PG_POOL_SIZE", "2"),
+    ]);
+    assert_eq!(b.get("/v1/kv/t/k").body, b"over tls");
+    // verify-ca still checks the chain: a foreign CA is refused whatever the name.
+    let (code, _, err) = boot(
+        &with_param(&url, "sslmode=verify-ca"),
+        &other_ca.to_string_lossy(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("UnknownIssuer"), "{err}");
 }
 
 #[test]

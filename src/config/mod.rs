@@ -158,10 +158,10 @@ knobs! {
     /// The `postgres` engine: N nodes over one database (docs/STORAGE.md, "PostgreSQL engine").
     [postgres in storage] PostgresCfg {
         /// Connection URL, `postgres://user[:password]@host[:port]/database`.
-        /// Required when the engine is `postgres`. `?sslmode=require` (or `verify-ca`,
-        /// `verify-full`) connects over TLS and verifies the server's certificate and host
-        /// name; without it, plain TCP. `--check-config` prints the URL as given, password
-        /// included.
+        /// Required when the engine is `postgres`. `?sslmode=verify-full` (or `require`)
+        /// connects over TLS and verifies the server's certificate and host name, `verify-ca`
+        /// its certificate only; without them, plain TCP. `--check-config` prints the URL as
+        /// given, password included.
         url: String = String::new(), env "MICRONODE_PG_URL",
             check |cfg, url| {
                 if cfg.storage.effective_engine() == Engine::Postgres && url.trim().is_empty() {
@@ -176,8 +176,8 @@ knobs! {
         connect_timeout_ms: u64 = 2_000,
             env "MICRONODE_PG_CONNECT_TIMEOUT_MS", range 1..=600_000;
         /// PEM CA certificate(s) for TLS to the database.
-        /// With `sslmode=require` in the URL, the database's certificate must chain to one of
-        /// them; empty = the system's trusted roots.
+        /// With TLS on (`sslmode=verify-full`, `verify-ca` or `require` in the URL), the
+        /// database's certificate must chain to one of them; empty = the system's trusted roots.
         ca_file: PathBuf = PathBuf::new(), env "MICRONODE_PG_CA_FILE";
         /// The schema holding the engine's tables, created and migrated at boot.
         /// Lowercase letters, digits and `_`, starting with a letter or `_`, at most 63.

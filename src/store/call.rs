@@ -38,7 +38,8 @@ pub struct StoreError {
 }
 
 /// ": cause: its cause: …", the whole chain: some causes name only their kind ("db error",
-/// "error performing TLS handshake") and leave the reason to their own source.
+/// "error performing TLS handshake") and leave the reason to their own source. One line of
+/// each: PostgreSQL's DETAIL lines may quote row data, which has no place in a log.
 fn cause_suffix(source: &Option<Arc<dyn std::error::Error + Send + Sync>>) -> String {
     let mut out = String::new();
     let mut next = source
@@ -46,7 +47,7 @@ fn cause_suffix(source: &Option<Arc<dyn std::error::Error + Send + Sync>>) -> St
         .map(|s| s as &(dyn std::error::Error + 'static));
     while let Some(e) = next {
         out.push_str(": ");
-        out.push_str(&e.to_string());
+        out.push_str(e.to_string().lines().next().unwrap_or_default());
         next = e.source();
     }
     out
@@ -193,6 +194,29 @@ mod tests {
         let call: StoreCall<u8> = StoreCall::pending(async { Ok(1) });
         assert!(!call.is_ready());
         assert!(call.into_ready().is_err(), "a pending call must be awaited");
+    }
+
+    /// A cause that names only its kind, with the reason in its own source and a second line.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("db error\nDETAIL: Failing row contains (secret)")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn the_whole_cause_chain_is_shown_one_line_each() {
+        let e = StoreError::new(ErrorKind::Internal, "cannot write")
+            .with_source(Outer(std::io::Error::other("the reason")));
+        assert_eq!(e.to_string(), "cannot write: db error: the reason");
     }
 
     #[test]

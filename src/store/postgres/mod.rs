@@ -23,8 +23,8 @@
 //!   same lock, after first reading any gap left by other nodes' writes — so the feed gets
 //!   every revision once, in order.
 //!
-//! - **TLS.** Every connection (pooled, writer, listener, boot) uses the URL's `sslmode`:
-//!   `require` is TLS with the server verified, anything else plain TCP ([`tls`]).
+//! - **TLS.** Every connection (pooled, writer, listener, boot) follows the URL's `sslmode`:
+//!   `require`/`verify-*` is TLS with the server verified, anything else plain TCP ([`tls`]).
 //!
 //! # Threads
 //! The trait mixes futures (`get`, `write`, …) with blocking calls (`expired`, `scan`,
@@ -113,9 +113,16 @@ pub(crate) fn pg_err(message: &'static str, e: tokio_postgres::Error) -> StoreEr
     StoreError::new(kind, message).with_source(e)
 }
 
+/// A connection that could not be opened, whatever the reason (refused, TLS, authentication,
+/// the server starting up): the database is unavailable to this node, an outage (503, not
+/// ready), not an internal error.
+fn connect_err(e: tokio_postgres::Error) -> StoreError {
+    StoreError::new(ErrorKind::Unavailable, "cannot connect to PostgreSQL").with_source(e)
+}
+
 fn pool_err(e: PoolError) -> StoreError {
     match e {
-        PoolError::Backend(e) => pg_err("cannot connect to PostgreSQL", e),
+        PoolError::Backend(e) => connect_err(e),
         PoolError::Timeout(_) => StoreError::new(
             ErrorKind::Unavailable,
             "timed out waiting for a PostgreSQL connection",
@@ -421,10 +428,7 @@ impl PgStore {
             let (pg, tls, schema, usage) = (pg.clone(), tls.clone(), schema.clone(), usage.clone());
             let (counter_sql, usage_sql) = (sql.counter.clone(), sql.usage.clone());
             async move {
-                let (mut client, conn) = pg
-                    .connect(tls.0)
-                    .await
-                    .map_err(|e| pg_err("cannot connect to PostgreSQL", e))?;
+                let (mut client, conn) = pg.connect(tls.0).await.map_err(connect_err)?;
                 let driver = tokio::spawn(conn);
                 let result = async {
                     schema::migrate(&mut client, &schema).await?;
@@ -1074,7 +1078,7 @@ async fn connect(
     let (client, connection) = tokio::time::timeout(timeout, pg.connect(tls.clone()))
         .await
         .map_err(|_| StoreError::new(ErrorKind::Unavailable, "timed out connecting to PostgreSQL"))?
-        .map_err(|e| pg_err("cannot connect to PostgreSQL", e))?;
+        .map_err(connect_err)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(cause = %e, "the postgres writer's connection ended");

@@ -18,8 +18,22 @@ fn cfg(path: &Path, durability: Durability) -> StorageCfg {
     }
 }
 
+/// Opens the store at `path`. A sled handle this test just dropped may keep the directory's
+/// lock for a moment while its background flusher winds down, so "could not acquire lock"
+/// is polled (bounded, 5 s) rather than failed at once; every other error fails.
 fn open(path: &Path) -> SledStore {
-    SledStore::open(&cfg(path, Durability::Sync), 1000, metrics(), None).expect("store opens")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match SledStore::open(&cfg(path, Durability::Sync), 1000, metrics(), None) {
+            Ok(s) => return s,
+            Err(e)
+                if e.contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("store opens: {e:?}"),
+        }
+    }
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
