@@ -23,14 +23,28 @@ use support::{Conn, Response, Sse, SseItem, TestServer, request};
 
 /// The test database's URL, or `None` (after a loud line) when there is none.
 fn pg_url() -> Option<String> {
-    match std::env::var("MICRONODE_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+    test_env("MICRONODE_TEST_PG_URL", "scripts/pg_cluster.sh start DIR")
+}
+
+/// The CA the test cluster's certificate chains to, or `None` (after a loud line).
+fn pg_ca() -> Option<String> {
+    test_env(
+        "MICRONODE_TEST_PG_CA",
+        "DIR/ca.pem of scripts/pg_cluster.sh",
+    )
+}
+
+/// `name`'s value; when unset, a failure under `CI=true` (CI must never go green by
+/// skipping), else `None` after a SKIPPED line saying where it comes from.
+fn test_env(name: &str, from: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Some(v),
         _ => {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
-                "MICRONODE_TEST_PG_URL not set under CI=true (scripts/pg_cluster.sh start DIR)"
+                "{name} not set under CI=true ({from})"
             );
-            eprintln!("SKIPPED: MICRONODE_TEST_PG_URL not set (scripts/pg_cluster.sh start)");
+            eprintln!("SKIPPED: {name} not set ({from})");
             None
         }
     }
@@ -697,24 +711,6 @@ fn the_binary_serves_on_postgres_and_stops_cleanly_on_sigterm() {
     // A second node process over the same schema reads what the first wrote.
     let t = support::ChildServer::spawn(&env);
     assert_eq!(t.get("/v1/kv/c/k").body, b"v");
-}
-
-/// The CA the test cluster's certificate chains to (`scripts/pg_cluster.sh` writes DIR/ca.pem),
-/// or `None` (after a loud line) when there is none.
-fn pg_ca() -> Option<String> {
-    match std::env::var("MICRONODE_TEST_PG_CA") {
-        Ok(ca) if !ca.is_empty() => Some(ca),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "MICRONODE_TEST_PG_CA not set under CI=true (DIR/ca.pem of scripts/pg_cluster.sh)"
-            );
-            eprintln!(
-                "SKIPPED: MICRONODE_TEST_PG_CA not set (DIR/ca.pem of scripts/pg_cluster.sh)"
-            );
-            None
-        }
-    }
 }
 
 /// `url` with one more query parameter.
