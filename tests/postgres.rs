@@ -726,13 +726,16 @@ fn a_node_talks_to_the_database_over_tls_and_verifies_it() {
     let schema = fresh_schema();
     // libpq's strictest mode, as users copy it from their provider's docs.
     let tls_url = with_param(&url, "sslmode=verify-full");
-    let a = TestServer::start(&[
-        ("MICRONODE_STORAGE_ENGINE", "postgres"),
-        ("MICRONODE_PG_URL", tls_url.as_str()),
-        ("MICRONODE_PG_CA_FILE", ca.as_str()),
-        ("MICRONODE_PG_SCHEMA", schema.as_str()),
-        ("MICRONODE_PG_POOL_SIZE", "2"),
-    ]);
+    let tls_node = |url: &str| {
+        TestServer::start(&[
+            ("MICRONODE_STORAGE_ENGINE", "postgres"),
+            ("MICRONODE_PG_URL", url),
+            ("MICRONODE_PG_CA_FILE", ca.as_str()),
+            ("MICRONODE_PG_SCHEMA", schema.as_str()),
+            ("MICRONODE_PG_POOL_SIZE", "2"),
+        ])
+    };
+    let a = tls_node(&tls_url);
     assert_eq!(put(a.addr, "/v1/kv/t/k", b"over tls", &[]).status, 201);
     assert_eq!(a.get("/v1/kv/t/k").body, b"over tls");
 
@@ -805,13 +808,7 @@ fn a_node_talks_to_the_database_over_tls_and_verifies_it() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not valid for name"), "{err}");
     let verify_ca = with_param(&renamed, "sslmode=verify-ca");
-    let b = TestServer::start(&[
-        ("MICRONODE_STORAGE_ENGINE", "postgres"),
-        ("MICRONODE_PG_URL", verify_ca.as_str()),
-        ("MICRONODE_PG_CA_FILE", ca.as_str()),
-        ("MICRONODE_PG_SCHEMA", schema.as_str()),
-        ("MICRONODE_PG_POOL_SIZE", "2"),
-    ]);
+    let b = tls_node(&verify_ca);
     assert_eq!(b.get("/v1/kv/t/k").body, b"over tls");
     // verify-ca still checks the chain: a foreign CA is refused whatever the name.
     let (code, _, err) = boot(

@@ -1752,34 +1752,41 @@ mod tests {
         put_as(&a, "other", b"x", "r").expect("r is unlimited");
     }
 
+    /// Runs one statement on a connection of its own to the test database, as an
+    /// administrator would, and returns its rows.
+    fn admin_query(
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<tokio_postgres::Row> {
+        let url = std::env::var("MICRONODE_TEST_PG_URL").expect("set");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            let driver = tokio::spawn(conn);
+            let rows = client.query(sql, params).await.expect(sql);
+            driver.abort();
+            rows
+        })
+    }
+
     /// The writer's connection dropped by the server while idle (a restart, an idle timeout,
     /// an administrator): the next write is still answered, on a fresh connection, not 503.
     #[test]
     fn a_write_after_the_writers_connection_was_dropped_is_answered() {
         let Some((a, _b)) = two_nodes() else { return };
         put_as(&a, "before", b"1", "default").expect("write");
-        let url = std::env::var("MICRONODE_TEST_PG_URL").expect("set");
         let name = format!("micronode writer {}", a.shared.schema);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let killed: i64 = rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            let driver = tokio::spawn(conn);
-            let row = client
-                .query_one(
-                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE application_name = left($1, 63)) t",
-                    &[&name],
-                )
-                .await
-                .expect("terminate");
-            driver.abort();
-            row.get(0)
-        });
+        let rows = admin_query(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = left($1, 63)) t",
+            &[&name],
+        );
+        let killed: i64 = rows[0].get(0);
         assert_eq!(killed, 1, "the writer's one connection");
         for i in 0..3 {
             put_as(&a, &format!("after{i}"), b"2", "default")
@@ -1803,26 +1810,11 @@ mod tests {
             last = put_as(&a, &format!("p{i}"), b"v", "default").expect("write");
         }
         // What pruning does, for the revisions b has not read.
-        let url = std::env::var("MICRONODE_TEST_PG_URL").expect("set");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            let driver = tokio::spawn(conn);
-            let sql = format!(
-                "DELETE FROM {}.changes WHERE revision <= $1",
-                b.shared.schema
-            );
-            client
-                .execute(&sql, &[&super::to_i64(last - 1)])
-                .await
-                .expect("prune");
-            driver.abort();
-        });
+        let sql = format!(
+            "DELETE FROM {}.changes WHERE revision <= $1",
+            b.shared.schema
+        );
+        admin_query(&sql, &[&super::to_i64(last - 1)]);
         drop(held);
         assert_eq!(b.applied_revision().expect("b catches up"), last);
         let mut out = Vec::new();
